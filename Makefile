@@ -1,0 +1,53 @@
+# salt-unet: `make run` runs the series, `make test` runs the tests.
+# Both create .venv from requirements.txt the first time (and again only when it changes).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NOTEBOOKS := 01_explore_data.ipynb 02_build_unet.ipynb 03_train.ipynb 04_evaluate.ipynb
+
+# make run settings: SALT_SETTING=quick|class|full, SALT_RUN_DIR, SALT_DATA_DIR (see README)
+SALT_SETTING ?= quick
+SALT_RUN_DIR ?= runs/$(SALT_SETTING)
+export SALT_SETTING SALT_RUN_DIR
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: run test lab notebooks clean-venv
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $(STAMP)
+
+## run: execute the four notebooks in order into $(SALT_RUN_DIR)/
+run: $(STAMP)
+	@mkdir -p "$(SALT_RUN_DIR)"
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb -> $(SALT_RUN_DIR)/$$nb"; \
+	  $(BIN)/papermill --log-output --no-progress-bar --kernel python3 "$$nb" "$(SALT_RUN_DIR)/$$nb" || exit 1; \
+	done
+	@echo "Done: executed notebooks, model, history and metrics.json are in $(SALT_RUN_DIR)/"
+
+## test: unit tests, then nbval over the four notebooks (synthetic data, quick setting)
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+	SALT_DATA_DIR=synthetic SALT_SETTING=quick SALT_RUN_DIR=$$(mktemp -d)/run \
+	  $(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+	  --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+
+## lab: open JupyterLab on the series
+lab: $(STAMP)
+	$(BIN)/jupyter lab
+
+## notebooks: refresh the committed notebooks' outputs from a real-data run (class setting)
+notebooks: $(STAMP)
+	@test -n "$(SALT_DATA_DIR)" || { echo "Set SALT_DATA_DIR to the real data (e.g. ../shared/tgs-salt)"; exit 1; }
+	$(MAKE) run SALT_SETTING=$(SALT_SETTING) SALT_RUN_DIR=$(SALT_RUN_DIR)
+	cp $(addprefix $(SALT_RUN_DIR)/,$(NOTEBOOKS)) .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1155 @@
+"""salt-unet helpers: the code the notebooks teach, gathered for reuse.
+
+The sections follow the series:
+
+1. Data (01_explore_data): where the data comes from, loading the Kaggle TGS
+   layout, the synthetic stand-in, run-length encoding, coverage classes and
+   the stratified split.
+2. Metrics (01 and 04): IoU, Dice and the competition score.
+3. The UNet (02_build_unet): padding 101 to 128 and the network itself.
+4. Training (03_train): settings, the data feed with flips, and callbacks
+   that never lose a run.
+5. Evaluation (04_evaluate): probabilities for any uint8 images, cleaning,
+   and the Kaggle submission.
+
+Only numpy, pandas, scikit-image and ``keras`` / ``keras.ops`` are used, so the
+same code runs with ``KERAS_BACKEND`` set to tensorflow, jax or torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+IMAGE_SIZE = 101
+"""Height and width of every TGS slice, in pixels."""
+
+PADDED_SIZE = 128
+"""The size the network sees: the next multiple of 16 above 101."""
+
+COMPETITION = "tgs-salt-identification-challenge"
+IOU_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
+"""The competition's ten IoU thresholds: 0.50, 0.55, ..., 0.95."""
+
+
+class SaltDataError(ValueError):
+    """Bad input data: the message names the file, row or value at fault."""
+
+
+# ---------------------------------------------------------------------------
+# 1. Data
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class SaltData:
+    """A labelled set of slices.
+
+    ids: (N,) str. images: (N, 101, 101) uint8 in [0, 255].
+    masks: (N, 101, 101) bool, True where there is salt.
+    depths: (N,) float64 depth in feet (NaN where unknown).
+    source: where the data came from, in words.
+    """
+
+    ids: np.ndarray
+    images: np.ndarray
+    masks: np.ndarray
+    depths: np.ndarray
+    source: str = ""
+
+    def __len__(self):
+        return len(self.ids)
+
+    def subset(self, index):
+        """The samples at ``index`` (an int array or boolean mask)."""
+        return SaltData(self.ids[index], self.images[index], self.masks[index],
+                        self.depths[index], self.source)
+
+
+def read_image_png(path) -> np.ndarray:
+    """Read one seismic slice as (H, W) uint8.
+
+    The Kaggle PNGs are RGB with three equal channels; grayscale PNGs are
+    accepted too. Raises SaltDataError naming the file when it is missing,
+    unreadable or not a grayscale picture.
+    """
+    array = _read_png(path)
+    if array.ndim == 3:
+        if array.shape[2] == 4:
+            array = array[..., :3]
+        if array.shape[2] != 3 or not (np.array_equal(array[..., 0], array[..., 1])
+                                       and np.array_equal(array[..., 0], array[..., 2])):
+            raise SaltDataError(f"{path}: expected a grayscale image (or RGB with three "
+                                f"equal channels), got shape {array.shape} with differing channels")
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise SaltDataError(f"{path}: expected a 2-D image, got shape {array.shape}")
+    if array.dtype == np.uint16:
+        array = (array // 257).astype(np.uint8)
+    if array.dtype != np.uint8:
+        raise SaltDataError(f"{path}: expected 8-bit pixels, got {array.dtype}")
+    return array
+
+
+def read_mask_png(path) -> np.ndarray:
+    """Read one salt mask as (H, W) bool.
+
+    Masks with salt are 16-bit PNGs holding 0 and 65535; empty masks are 8-bit
+    zeros; 8-bit 0/255 masks are accepted too. Any other value is an error.
+    """
+    array = _read_png(path)
+    if array.ndim == 3:
+        array = array[..., 0]
+    full = np.iinfo(array.dtype).max if array.dtype.kind == "u" else 1
+    values = np.unique(array)
+    if not np.isin(values, [0, full]).all():
+        raise SaltDataError(f"{path}: a mask must be binary (0 and {full}), "
+                            f"found values {values[:8].tolist()}")
+    return array == full
+
+
+def _read_png(path) -> np.ndarray:
+    from skimage import io
+
+    path = Path(path)
+    if not path.is_file():
+        raise SaltDataError(f"{path}: file not found")
+    try:
+        return np.asarray(io.imread(path))
+    except Exception as error:  # imageio raises many kinds; all mean "unreadable"
+        raise SaltDataError(f"{path}: not a readable PNG ({type(error).__name__}: {error})") from None
+
+
+def _check_size(array, path, size=IMAGE_SIZE):
+    if array.shape != (size, size):
+        raise SaltDataError(f"{path}: expected {size}x{size} pixels, got {array.shape[0]}x{array.shape[1]}")
+
+
+def read_ids_csv(path, columns) -> pd.DataFrame:
+    """Read a Kaggle CSV (train.csv or depths.csv) with its ``id`` column as str.
+
+    Raises SaltDataError for a missing file, a missing column or duplicate ids.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SaltDataError(f"{path}: file not found")
+    table = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise SaltDataError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
+    duplicated = table["id"][table["id"].duplicated()]
+    if len(duplicated):
+        row = int(duplicated.index[0]) + 2  # +1 for the header, +1 for 1-indexing
+        raise SaltDataError(f"{path}: duplicate id {duplicated.iloc[0]!r} (line {row})")
+    return table
+
+
+def load_tgs_folder(folder, limit=None) -> SaltData:
+    """Load the labelled part of a Kaggle-layout TGS folder.
+
+    Expects ``train.csv`` (id, rle_mask), ``train/images/<id>.png`` and
+    ``train/masks/<id>.png``; ``depths.csv`` (id, z) is optional. When only
+    ``train.zip`` is there it is extracted first. ``limit`` keeps the first
+    ``limit`` ids (for quick runs). Returns ids in train.csv order.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SaltDataError(f"{folder}: data folder not found")
+    extract_inner_zips(folder)
+    table = read_ids_csv(folder / "train.csv", ["id"])
+    if limit is not None:
+        table = table.iloc[:limit]
+    depth_of = {}
+    if (folder / "depths.csv").is_file():
+        depths = read_ids_csv(folder / "depths.csv", ["id", "z"])
+        depth_of = dict(zip(depths["id"], pd.to_numeric(depths["z"], errors="coerce")))
+    n = len(table)
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    masks = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), bool)
+    for i, sample_id in enumerate(table["id"]):
+        for kind, reader, out in (("images", read_image_png, images), ("masks", read_mask_png, masks)):
+            path = folder / "train" / kind / f"{sample_id}.png"
+            if not path.is_file():
+                raise SaltDataError(f"{path}: train.csv lists id {sample_id!r} but its "
+                                    f"{kind[:-1]} is missing")
+            array = reader(path)
+            _check_size(array, path)
+            out[i] = array
+    ids = table["id"].to_numpy(dtype=str)
+    z = np.array([depth_of.get(i, np.nan) for i in ids], dtype=np.float64)
+    return SaltData(ids, images, masks, z, source=f"Kaggle TGS data in {folder}")
+
+
+def load_test_images(folder, ids):
+    """Read test slices ``<folder>/test/images/<id>.png`` as (len(ids), 101, 101) uint8."""
+    folder = Path(folder)
+    out = np.empty((len(ids), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    for i, sample_id in enumerate(ids):
+        path = folder / "test" / "images" / f"{sample_id}.png"
+        image = read_image_png(path)
+        _check_size(image, path)
+        out[i] = image
+    return out
+
+
+def list_test_ids(folder) -> list[str]:
+    """The ids of ``<folder>/test/images/*.png``, sorted; empty when there is no test set."""
+    test_dir = Path(folder) / "test" / "images"
+    return sorted(p.stem for p in test_dir.glob("*.png")) if test_dir.is_dir() else []
+
+
+def safe_extract_zip(zip_path, target) -> Path:
+    """Extract ``zip_path`` into ``target``, refusing members that would land outside it.
+
+    Returns ``target``. A member such as ``../x`` or ``/etc/x`` raises
+    SaltDataError before anything is written.
+    """
+    zip_path, target = Path(zip_path), Path(target)
+    root = target.resolve()
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise SaltDataError(f"{zip_path}: not a readable zip file ({error})") from None
+    with archive:
+        for name in archive.namelist():
+            destination = (root / name).resolve()
+            if destination != root and root not in destination.parents:
+                raise SaltDataError(f"{zip_path}: member {name!r} would be extracted outside {target}; refusing the archive")
+        target.mkdir(parents=True, exist_ok=True)
+        archive.extractall(target)
+    return target
+
+
+def extract_inner_zips(folder) -> None:
+    """Extract ``train.zip`` / ``test.zip`` in a Kaggle folder once, into ``train/`` / ``test/``."""
+    folder = Path(folder)
+    for part in ("train", "test"):
+        inner = folder / f"{part}.zip"
+        if inner.is_file() and not (folder / part / "images").is_dir():
+            safe_extract_zip(inner, folder / part)
+
+
+def prepare_competition_zip(zip_path, cache_dir) -> Path:
+    """Turn the competition zip, as downloaded, into a Kaggle-layout folder.
+
+    The outer zip holds train.csv, depths.csv, train.zip and test.zip; it is
+    extracted once into ``cache_dir`` (a marker file records completion) and
+    the inner zips after it. Returns the folder.
+    """
+    zip_path, cache_dir = Path(zip_path), Path(cache_dir)
+    folder = cache_dir / zip_path.stem
+    marker = folder / ".extracted"
+    if not marker.is_file():
+        safe_extract_zip(zip_path, folder)
+        extract_inner_zips(folder)
+        marker.write_text(str(zip_path))
+    return folder
+
+
+@dataclass
+class DataSource:
+    """Where the data comes from: ``kind`` is 'folder', 'zip', 'kaggle' or 'synthetic'."""
+
+    kind: str
+    path: Path | None
+    reason: str
+
+    def describe(self) -> str:
+        if self.kind == "synthetic":
+            return ("Data source: the SYNTHETIC stand-in (generated seismic-like slices, not real data). "
+                    + self.reason + " " + REAL_DATA_HOWTO)
+        return f"Data source: {self.kind} {self.path} ({self.reason})"
+
+
+REAL_DATA_HOWTO = (
+    "To use the real TGS data: create a Kaggle account, accept the rules of the "
+    "'TGS Salt Identification Challenge' competition (a 403 error means they are not "
+    "accepted yet), create an API token (kaggle.json, or KAGGLE_USERNAME/KAGGLE_KEY, "
+    "or Colab secrets) and run again; or download the data yourself and set "
+    "SALT_DATA_DIR to its folder or zip."
+)
+
+
+def kaggle_credentials_present() -> bool:
+    """Whether kagglehub can find Kaggle credentials (env, kaggle.json or Colab secrets).
+
+    Only says yes or no: the credentials themselves are never returned or printed.
+    """
+    try:
+        from kagglehub.config import get_kaggle_credentials
+
+        return get_kaggle_credentials() is not None
+    except Exception:
+        return False
+
+
+def resolve_data_source(data_dir=None, cache_dir="data", download=True) -> DataSource:
+    """Decide where the data comes from.
+
+    In order: ``data_dir``; ``$SALT_DATA_DIR``; ``./data/tgs-salt``; a kagglehub
+    download when Kaggle credentials exist; else the synthetic stand-in. The
+    value ``"synthetic"`` picks the stand-in on purpose. A folder or zip that
+    was named but does not exist is an error, not a silent fallback.
+    """
+    for value, reason in ((data_dir, "given as an argument"),
+                          (os.environ.get("SALT_DATA_DIR") or None, "from SALT_DATA_DIR")):
+        if value is None:
+            continue
+        if str(value).lower() == "synthetic":
+            return DataSource("synthetic", None, f"Synthetic data was asked for ({reason}).")
+        path = Path(value).expanduser()
+        if path.is_file() and path.suffix == ".zip":
+            return DataSource("zip", path, reason)
+        if path.is_dir():
+            return DataSource("folder", path, reason)
+        raise SaltDataError(f"{path}: data folder not found ({reason}); point it at a Kaggle-layout "
+                            f"folder (train.csv, train/images, train/masks) or the competition zip")
+    default = Path("data") / "tgs-salt"
+    if (default / "train.csv").is_file():
+        return DataSource("folder", default, "found at the default place")
+    if download and kaggle_credentials_present():
+        return DataSource("kaggle", None, "Kaggle credentials found; downloading with kagglehub")
+    return DataSource("synthetic", None, "No real data was found (no SALT_DATA_DIR, no ./data/tgs-salt, "
+                      "no Kaggle credentials).")
+
+
+def download_from_kaggle(cache_dir="data") -> Path:
+    """Download the competition files with kagglehub and return a Kaggle-layout folder."""
+    import kagglehub
+
+    try:
+        path = Path(kagglehub.competition_download(COMPETITION))
+    except Exception as error:
+        text = str(error)
+        hint = (" The competition rules have not been accepted: open "
+                f"https://www.kaggle.com/c/{COMPETITION}/rules and accept them." if "403" in text else "")
+        raise SaltDataError(f"Kaggle download of {COMPETITION} failed: {type(error).__name__}.{hint}") from None
+    zips = sorted(path.glob("*.zip"))
+    if not (path / "train.csv").is_file() and len(zips) == 1:
+        return prepare_competition_zip(zips[0], cache_dir)
+    extract_inner_zips(path)
+    return path
+
+
+def load_salt_data(data_dir=None, limit=None, synthetic_count=4000, seed=0, cache_dir="data") -> SaltData:
+    """Load the labelled data from wherever :func:`resolve_data_source` points, and say where.
+
+    Returns a SaltData; its ``source`` says what was used and is printed.
+    """
+    source = resolve_data_source(data_dir, cache_dir=cache_dir)
+    print(source.describe())
+    if source.kind == "synthetic":
+        data = make_synthetic_dataset(synthetic_count if limit is None else min(limit, synthetic_count), seed=seed)
+        return data
+    folder = source.path
+    if source.kind == "zip":
+        folder = prepare_competition_zip(source.path, cache_dir)
+    elif source.kind == "kaggle":
+        folder = download_from_kaggle(cache_dir)
+    return load_tgs_folder(folder, limit=limit)
+
+
+# --- The synthetic stand-in -------------------------------------------------
+
+
+def ricker_wavelet(points, width) -> np.ndarray:
+    """A Ricker ('Mexican hat') wavelet of ``points`` samples, peak 1, ``width`` samples wide."""
+    t = np.arange(points) - (points - 1) / 2
+    a = (t / width) ** 2
+    return (1 - 2 * a) * np.exp(-a)
+
+
+def _smooth_field(rng, shape, sigma):
+    from skimage.filters import gaussian
+
+    field = gaussian(rng.standard_normal(shape), sigma=sigma, mode="reflect")
+    return (field - field.mean()) / (field.std() + 1e-8)
+
+
+def synthetic_sample(rng, coverage_target) -> tuple[np.ndarray, np.ndarray]:
+    """One seismic-like slice and its salt mask.
+
+    Sediments are a random reflectivity series convolved with a Ricker wavelet,
+    folded (smooth vertical shifts) and cut by one fault. Salt is a smooth
+    irregular body (a thresholded smooth field that deepens downward) covering
+    about ``coverage_target`` of the slice, with a dim chaotic interior and a
+    bright boundary. Returns (101, 101) uint8 and (101, 101) bool.
+    """
+    n = IMAGE_SIZE
+    big = n + 60
+    reflectivity = rng.standard_normal(big) * (rng.random(big) < 0.35)
+    trace = np.convolve(reflectivity, ricker_wavelet(21, rng.uniform(1.5, 3.5)), mode="same")
+    rows, cols = np.mgrid[0:n, 0:n].astype(np.float64)
+    fold = (rng.uniform(3, 12) * np.sin(2 * np.pi * cols / rng.uniform(60, 250) + rng.uniform(0, 2 * np.pi))
+            + rng.uniform(-0.25, 0.25) * cols)
+    fault_x = rng.uniform(10, 90) + rng.uniform(-0.6, 0.6) * rows
+    fold = fold + np.where(cols > fault_x, rng.uniform(-8, 8), 0.0)
+    depth_index = np.clip(rows + fold + 30, 0, big - 1)
+    sediments = np.interp(depth_index, np.arange(big), trace)
+    sediments /= np.abs(sediments).max() + 1e-8
+
+    mask = np.zeros((n, n), bool)
+    if coverage_target >= 1.0:
+        mask[:] = True
+    elif coverage_target > 0:
+        field = _smooth_field(rng, (n, n), sigma=rng.uniform(10, 22))
+        field += rng.uniform(1.0, 4.0) * (rows / n - 0.5) * 2  # salt sits deeper
+        mask = field > np.quantile(field, 1 - coverage_target)
+
+    image = sediments * rng.uniform(0.7, 1.0)
+    if mask.any():
+        from skimage.filters import gaussian
+
+        chaos = _smooth_field(rng, (n, n), sigma=rng.uniform(0.7, 2.0)) * rng.uniform(0.1, 0.45)
+        image = np.where(mask, chaos, image)
+        soft = gaussian(mask.astype(float), sigma=1.2)
+        edge = np.hypot(*np.gradient(soft))
+        image += rng.choice([-1, 1]) * rng.uniform(0.2, 1.2) * edge / (edge.max() + 1e-8)
+    image += rng.normal(0, rng.uniform(0.05, 0.35), (n, n))
+    pixels = 128 + image * rng.uniform(35, 60) + rng.uniform(-15, 15)
+    return np.clip(pixels, 0, 255).astype(np.uint8), mask
+
+
+def synthetic_coverages(rng, count) -> np.ndarray:
+    """Coverage targets with the real set's mix: about 39% empty, some full, the rest spread from slivers up."""
+    kind = rng.random(count)
+    spread = rng.uniform(0.003, 0.99, count) ** 1.3
+    return np.where(kind < 0.39, 0.0, np.where(kind < 0.42, 1.0, spread))
+
+
+def make_synthetic_dataset(count=4000, seed=0) -> SaltData:
+    """A deterministic synthetic TGS-shaped set: same ``count`` and ``seed``, same arrays.
+
+    Returns SaltData with ids ``syn00000``..., uint8 (count, 101, 101) images,
+    bool masks and depths drawn like the real ones (50 to 960 ft).
+    """
+    rng = np.random.default_rng(seed)
+    targets = synthetic_coverages(rng, count)
+    images = np.empty((count, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    masks = np.empty((count, IMAGE_SIZE, IMAGE_SIZE), bool)
+    for i, target in enumerate(targets):
+        images[i], masks[i] = synthetic_sample(rng, target)
+    ids = np.array([f"syn{i:05d}" for i in range(count)])
+    depths = rng.uniform(50, 960, count).round()
+    return SaltData(ids, images, masks, depths, source=f"synthetic stand-in ({count} slices, seed {seed})")
+
+
+# --- Run-length encoding ----------------------------------------------------
+
+
+def rle_encode(mask) -> str:
+    """Kaggle run-length encoding of a (H, W) mask: column-major, 1-indexed 'start length' pairs.
+
+    An empty mask encodes as the empty string.
+    """
+    pixels = np.asarray(mask, dtype=bool).flatten(order="F")
+    padded = np.concatenate([[False], pixels, [False]])
+    changes = np.flatnonzero(padded[1:] != padded[:-1]) + 1
+    starts, ends = changes[::2], changes[1::2]
+    return " ".join(f"{s} {e - s}" for s, e in zip(starts, ends))
+
+
+def rle_decode(rle, shape=(IMAGE_SIZE, IMAGE_SIZE)) -> np.ndarray:
+    """Decode a Kaggle RLE string into a (H, W) bool mask.
+
+    Raises SaltDataError for non-numbers, an odd count, a zero-length run, a run
+    outside the image, or runs that overlap or are not sorted.
+    """
+    if rle is None or (isinstance(rle, float) and math.isnan(rle)):
+        rle = ""
+    text = str(rle).strip()
+    height, width = shape
+    mask = np.zeros(height * width, dtype=bool)
+    if not text:
+        return mask.reshape(shape, order="F")
+    tokens = text.split()
+    try:
+        numbers = [int(t) for t in tokens]
+    except ValueError:
+        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
+        raise SaltDataError(f"RLE {_clip(text)!r}: {bad!r} is not a whole number") from None
+    if len(numbers) % 2:
+        raise SaltDataError(f"RLE {_clip(text)!r}: odd number of values ({len(numbers)}); "
+                            f"expected 'start length' pairs")
+    previous_end = 1
+    for start, length in zip(numbers[::2], numbers[1::2]):
+        if start < 1 or length < 1:
+            raise SaltDataError(f"RLE {_clip(text)!r}: run '{start} {length}' needs start >= 1 and length >= 1")
+        if start + length - 1 > height * width:
+            raise SaltDataError(f"RLE {_clip(text)!r}: run '{start} {length}' ends at pixel "
+                                f"{start + length - 1}, outside the {height}x{width} image")
+        if start < previous_end:
+            raise SaltDataError(f"RLE {_clip(text)!r}: run '{start} {length}' overlaps or comes "
+                                f"before the previous run; runs must be sorted and disjoint")
+        mask[start - 1:start - 1 + length] = True
+        previous_end = start + length
+    return mask.reshape(shape, order="F")
+
+
+def _clip(text, size=40):
+    return text if len(text) <= size else text[:size] + "..."
+
+
+# --- Coverage and the split -------------------------------------------------
+
+
+def coverage(masks) -> np.ndarray:
+    """Salt fraction per mask: (N, H, W) bool -> (N,) float64 in [0, 1]."""
+    masks = np.asarray(masks, dtype=bool)
+    return masks.reshape(len(masks), -1).mean(axis=1)
+
+
+def coverage_class(cov) -> np.ndarray:
+    """The 11 coverage classes: 0 for empty, k for coverage in ((k-1)/10, k/10], k = 1..10."""
+    cov = np.asarray(cov, dtype=np.float64)
+    if ((cov < 0) | (cov > 1)).any():
+        raise ValueError(f"coverage must lie in [0, 1], got values from {cov.min()} to {cov.max()}")
+    return np.ceil(np.round(cov * 10, 9)).astype(int)
+
+
+def stratified_split(classes, val_fraction=0.2, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into train and validation, keeping each class's share.
+
+    classes: (N,) int. Returns two sorted int arrays that together hold 0..N-1.
+    Each class puts round(val_fraction * its size) samples into validation.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    classes = np.asarray(classes)
+    rng = np.random.default_rng(seed)
+    val = []
+    for value in np.unique(classes):
+        members = np.flatnonzero(classes == value)
+        rng.shuffle(members)
+        val.extend(members[:int(round(val_fraction * len(members)))])
+    val = np.sort(np.array(val, dtype=int))
+    train = np.setdiff1d(np.arange(len(classes)), val)
+    return train, val
+
+
+def save_split(run_dir, data: SaltData, train_index, val_index) -> Path:
+    """Write ``split.csv`` (id, subset, coverage, coverage_class, source) into the run folder."""
+    run_dir = ensure_run_dir(run_dir)
+    cov = coverage(data.masks)
+    subset = np.full(len(data), "train", dtype=object)
+    subset[val_index] = "val"
+    table = pd.DataFrame({"id": data.ids, "subset": subset, "coverage": cov.round(6),
+                          "coverage_class": coverage_class(cov)})
+    table.attrs["source"] = data.source
+    path = run_dir / "split.csv"
+    _atomic_write_text(path, table.to_csv(index=False))
+    _atomic_write_text(run_dir / "data_source.txt", data.source + "\n")
+    return path
+
+
+def load_split(run_dir, data: SaltData) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``split.csv`` from the run folder and return (train_index, val_index) into ``data``.
+
+    Raises FileNotFoundError that says to run 01_explore_data first when it is
+    missing, and SaltDataError when its ids do not match the data loaded now.
+    """
+    path = Path(run_dir) / "split.csv"
+    require_file(path, "01_explore_data.ipynb")
+    table = pd.read_csv(path, dtype={"id": str})
+    position = {sample_id: i for i, sample_id in enumerate(data.ids)}
+    unknown = [i for i in table["id"] if i not in position]
+    if unknown or len(table) != len(data):
+        raise SaltDataError(f"{path}: this split was made for other data ({len(table)} ids, "
+                            f"{len(unknown)} not in the {len(data)} loaded now, e.g. {unknown[:3]}). "
+                            f"Run 01_explore_data.ipynb again with the same data, or use another SALT_RUN_DIR.")
+    index = table["id"].map(position).to_numpy()
+    is_val = (table["subset"] == "val").to_numpy()
+    return np.sort(index[~is_val]), np.sort(index[is_val])
+
+
+# ---------------------------------------------------------------------------
+# 2. Metrics
+# ---------------------------------------------------------------------------
+
+
+def _as_batch(masks):
+    masks = np.asarray(masks, dtype=bool)
+    return masks[None] if masks.ndim == 2 else masks
+
+
+def iou_per_image(truth, pred) -> np.ndarray:
+    """Intersection over union per image: (N, H, W) bool pairs -> (N,) float in [0, 1].
+
+    Two empty masks have IoU 1 (they agree perfectly).
+    """
+    truth, pred = _as_batch(truth), _as_batch(pred)
+    inter = (truth & pred).reshape(len(truth), -1).sum(1)
+    union = (truth | pred).reshape(len(truth), -1).sum(1)
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+def dice_per_image(truth, pred) -> np.ndarray:
+    """Dice coefficient 2|A∩B| / (|A|+|B|) per image, 1 when both are empty."""
+    truth, pred = _as_batch(truth), _as_batch(pred)
+    inter = (truth & pred).reshape(len(truth), -1).sum(1)
+    total = truth.reshape(len(truth), -1).sum(1) + pred.reshape(len(pred), -1).sum(1)
+    return np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
+
+
+def pixel_iou(truth, pred) -> float:
+    """IoU of all pixels of all images pooled together (the 'pixel IoU')."""
+    truth, pred = _as_batch(truth), _as_batch(pred)
+    union = (truth | pred).sum()
+    return 1.0 if union == 0 else float((truth & pred).sum() / union)
+
+
+def competition_score_per_image(truth, pred) -> np.ndarray:
+    """The TGS score per image: the share of the thresholds 0.50..0.95 that its IoU exceeds.
+
+    An empty truth scores 1 for an empty prediction and 0 for any salt predicted.
+    """
+    iou = iou_per_image(truth, pred)
+    return (iou[:, None] > IOU_THRESHOLDS[None, :]).mean(axis=1)
+
+
+def competition_score(truth, pred) -> float:
+    """The TGS Salt competition metric: mean over images of :func:`competition_score_per_image`."""
+    return float(competition_score_per_image(truth, pred).mean())
+
+
+# ---------------------------------------------------------------------------
+# 3. The UNet
+# ---------------------------------------------------------------------------
+
+PAD_BEFORE = (PADDED_SIZE - IMAGE_SIZE) // 2  # 13 rows/columns before, 14 after
+
+
+def pad_to_multiple(batch, multiple=16) -> np.ndarray:
+    """Reflect-pad (N, H, W[, C]) arrays so H and W become multiples of ``multiple``.
+
+    101 becomes 128 (13 before, 14 after). Reflection keeps the seismic texture
+    going into the border, and no pixel is resampled, so masks stay exact.
+    """
+    batch = np.asarray(batch)
+    height, width = batch.shape[1:3]
+    pads = []
+    for size in (height, width):
+        extra = -size % multiple
+        pads.append((extra // 2, extra - extra // 2))
+    widths = [(0, 0), *pads] + [(0, 0)] * (batch.ndim - 3)
+    return np.pad(batch, widths, mode="reflect")
+
+
+def crop_to(batch, height, width) -> np.ndarray:
+    """Undo :func:`pad_to_multiple`: cut the centre (height, width) out of (N, H', W'[, C])."""
+    top = (batch.shape[1] - height) // 2
+    left = (batch.shape[2] - width) // 2
+    return batch[:, top:top + height, left:left + width]
+
+
+def to_network_input(images) -> np.ndarray:
+    """uint8 (N, H, W) -> float32 (N, H', W', 1) in [0, 1], H' and W' padded to multiples of 16."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(f"expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
+    return (pad_to_multiple(images)[..., None] / 255.0).astype(np.float32)
+
+
+def to_network_target(masks) -> np.ndarray:
+    """bool (N, H, W) -> float32 (N, H', W', 1) in {0, 1}, padded like the images."""
+    return pad_to_multiple(np.asarray(masks, dtype=bool))[..., None].astype(np.float32)
+
+
+def conv_block(x, filters, name):
+    """Two rounds of 3x3 convolution, batch normalisation and ReLU; the size is kept."""
+    import keras
+    from keras import layers
+
+    for i in (1, 2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                          kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def build_unet(base_filters=16, depth=4, dropout=0.05, name="unet"):
+    """The series' UNet: a keras.Model from (None, None, 1) images to (None, None, 1) salt probabilities.
+
+    ``depth`` levels of conv_block + 2x2 max-pool (filters doubling from
+    ``base_filters``), a bottleneck, then ``depth`` levels of 2x2 transposed
+    convolution, concatenation with the skip and conv_block, and a 1x1 sigmoid
+    head. Fully convolutional: height and width only need to be multiples of
+    2**depth. The head is float32 even under mixed precision.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(None, None, 1), name="image")
+    x = inputs
+    skips = []
+    for level in range(depth):
+        x = conv_block(x, base_filters * 2 ** level, name=f"down{level + 1}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"down{level + 1}_pool")(x)
+        x = layers.Dropout(dropout, name=f"down{level + 1}_drop")(x)
+    x = conv_block(x, base_filters * 2 ** depth, name="bottleneck")
+    for level in reversed(range(depth)):
+        x = layers.Conv2DTranspose(base_filters * 2 ** level, 2, strides=2, padding="same",
+                                   name=f"up{level + 1}_transpose")(x)
+        x = layers.Concatenate(name=f"up{level + 1}_concat")([x, skips[level]])
+        x = layers.Dropout(dropout, name=f"up{level + 1}_drop")(x)
+        x = conv_block(x, base_filters * 2 ** level, name=f"up{level + 1}")
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="salt")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def describe_model(model) -> list[tuple[str, str, int]]:
+    """(layer name, class name, parameter count) for every layer: what 'the same model' means."""
+    return [(layer.name, type(layer).__name__, layer.count_params()) for layer in model.layers]
+
+
+# ---------------------------------------------------------------------------
+# 4. Training
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingConfig:
+    """Everything a run's recipe depends on. ``epochs`` and ``steps_per_epoch`` may be shortened."""
+
+    setting: str
+    epochs: int
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    base_filters: int = 16
+    dropout: float = 0.05
+    plateau_patience: int = 5
+    plateau_factor: float = 0.1
+    min_learning_rate: float = 1e-5
+    early_stop_patience: int = 10
+    time_budget_min: float | None = None
+    steps_per_epoch: int | None = None
+    data_limit: int | None = None
+    synthetic_count: int = 4000
+    seed: int = 42
+    notes: str = ""
+
+
+SETTINGS = {
+    "full": dict(epochs=100, notes="The real recipe, for a GPU (Colab): up to 100 epochs, early stopping decides."),
+    "class": dict(epochs=100, time_budget_min=55,
+                  notes="A class without GPU: the same recipe, training stops after 55 minutes."),
+    "quick": dict(epochs=3, steps_per_epoch=8, batch_size=16, synthetic_count=800,
+                  notes="A smoke test: a few short epochs, for make run / make test."),
+}
+
+
+def training_config(setting="full", epochs=None, steps_per_epoch=None) -> TrainingConfig:
+    """The TrainingConfig for 'full' (GPU), 'class' (CPU, 55 min) or 'quick' (smoke test).
+
+    ``epochs`` and ``steps_per_epoch``, when given, override the setting's own.
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"SALT_SETTING={setting!r} is not a setting; choose one of {sorted(SETTINGS)}")
+    config = TrainingConfig(setting=setting, **SETTINGS[setting])
+    if epochs:
+        config.epochs = int(epochs)
+    if steps_per_epoch:
+        config.steps_per_epoch = int(steps_per_epoch)
+    return config
+
+
+def env_int(name, default=None):
+    """Read an integer environment variable, with a clear error for anything else."""
+    value = os.environ.get(name, "")
+    if value.strip() == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} must be a whole number") from None
+
+
+def make_train_feed(x, y, batch_size, seed=0, flip=True, steps_per_epoch=None, start_epoch=0):
+    """A keras.utils.PyDataset of shuffled, randomly horizontally flipped batches.
+
+    x, y: (N, H, W, 1) float32 images and masks. Each batch is (B, H, W, 1)
+    twice; an image and its mask are flipped together. The order and flips of
+    epoch e depend only on (seed, e), so a resumed run sees the same batches.
+    """
+    import keras
+
+    class TrainFeed(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.epoch = start_epoch
+            self._order()
+
+        def _order(self):
+            rng = np.random.default_rng([seed, self.epoch])
+            self.order = rng.permutation(len(x))
+            self.flips = rng.random(len(x)) < 0.5 if flip else np.zeros(len(x), bool)
+
+        def __len__(self):
+            full = math.ceil(len(x) / batch_size)
+            return min(full, steps_per_epoch) if steps_per_epoch else full
+
+        def __getitem__(self, index):
+            rows = self.order[index * batch_size:(index + 1) * batch_size]
+            xb, yb = x[rows].copy(), y[rows].copy()
+            flips = self.flips[rows]
+            xb[flips] = xb[flips, :, ::-1]
+            yb[flips] = yb[flips, :, ::-1]
+            return xb, yb
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self._order()
+
+    return TrainFeed()
+
+
+def find_gpu() -> str | None:
+    """The name of the first GPU the Keras backend can use, or None on a CPU-only machine."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            gpus = [d for d in jax.devices() if d.platform == "gpu"]
+            return str(gpus[0]) if gpus else None
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        import importlib
+
+        devices = importlib.import_module("tensorflow").config.list_physical_devices("GPU")
+        return devices[0].name if devices else None
+    except Exception:
+        return None
+
+
+def ensure_run_dir(run_dir) -> Path:
+    """Create the run folder if needed and prove it can be written, or say what to fix."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"0" * 1024)
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(f"The run folder {run_dir} cannot be written ({error.strerror}). "
+                              f"Free some disk space, fix its permissions, or set SALT_RUN_DIR "
+                              f"to a folder you can write.") from None
+    return run_dir
+
+
+def require_file(path, notebook) -> Path:
+    """Return ``path`` if it exists, else stop with a message naming the notebook to run first."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run {notebook} first with the same SALT_RUN_DIR "
+                                f"({path.parent}).")
+    return path
+
+
+def _atomic_write_text(path, text):
+    path = Path(path)
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def save_model_atomically(model, path) -> Path:
+    """Save a .keras model to a temporary file, then rename it into place.
+
+    A crash during the save leaves the file that was there before intact.
+    """
+    path = Path(path)
+    temporary = path.with_name(path.stem + ".partial.keras")
+    model.save(temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def load_model_safely(path):
+    """Load a .keras model with Keras safe mode on, so no code stored in the file runs.
+
+    A file that carries code (a Lambda layer, say) is refused with a message
+    that says why; a missing file names the notebook that writes it.
+    """
+    import keras
+
+    path = require_file(path, "03_train.ipynb")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, custom_objects=None)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "Lambda" in str(error):
+            raise ValueError(f"{path}: refused to load a model that carries code (a Lambda layer or "
+                             f"similar). Only load files you trust, and only this series' own "
+                             f"checkpoints here.") from None
+        raise ValueError(f"{path}: not a loadable Keras model ({error})") from None
+
+
+def make_callbacks(config: TrainingConfig, run_dir, state=None):
+    """The run's callbacks, in the order they must run at each epoch's end.
+
+    1. TerminateOnNaN; 2. ReduceLROnPlateau (x``plateau_factor`` after
+    ``plateau_patience`` epochs without a lower val_loss); 3. EarlyStopping
+    (after ``early_stop_patience``, restoring the best weights); 4. the best
+    checkpoint (``best.keras``, atomic, only on improvement); 5. the time
+    budget; 6. the run state that makes an interrupted run resumable. ``state``
+    (from :func:`load_run_state`) puts the counters back where they were.
+    """
+    import keras
+
+    run_dir = Path(run_dir)
+    state = state or {}
+
+    class AtomicBestCheckpoint(keras.callbacks.Callback):
+        def __init__(self, path, best):
+            super().__init__()
+            self.path, self.best = Path(path), best
+
+        def on_epoch_end(self, epoch, logs=None):
+            current = (logs or {}).get("val_loss")
+            if current is None or not np.isfinite(current) or current >= self.best:
+                return
+            temporary = self.path.with_name(self.path.stem + ".partial.keras")
+            self.model.save(temporary)
+            _atomic_write_text(self.path.with_suffix(".json"),
+                               json.dumps({"val_loss": float(current), "epoch": epoch + 1}))
+            os.replace(temporary, self.path)
+            self.best = float(current)
+
+    class TimeBudget(keras.callbacks.Callback):
+        def __init__(self, minutes, spent_s):
+            super().__init__()
+            self.minutes, self.spent_s = minutes, spent_s
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.spent_s += time.monotonic() - self.started
+            if self.minutes and self.spent_s >= self.minutes * 60:
+                print(f"Time budget of {self.minutes} min reached after epoch {epoch + 1}.")
+                self.model.stop_training = True
+
+    class RunState(keras.callbacks.Callback):
+        """After every epoch: the model and optimizer, the counters and the history, on disk."""
+
+        def __init__(self):
+            super().__init__()
+            self.history = list(state.get("history", []))
+
+        def on_train_begin(self, logs=None):
+            if state:  # the other callbacks reset themselves here; put their counters back
+                plateau.wait, plateau.best = state["plateau"]["wait"], state["plateau"]["best"]
+                plateau.cooldown_counter = state["plateau"]["cooldown_counter"]
+                early.wait, early.best = state["early"]["wait"], state["early"]["best"]
+                early.best_epoch = state["early"]["best_epoch"]
+                if (run_dir / "best.keras").is_file():
+                    early.best_weights = load_model_safely(run_dir / "best.keras").get_weights()
+                self.model.optimizer.learning_rate.assign(state["learning_rate"])
+
+        def on_epoch_end(self, epoch, logs=None):
+            learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+                   "lr_next": learning_rate, "train_seconds": round(budget.spent_s, 1)}
+            self.history.append(row)
+            self.save(epoch + 1, learning_rate, finished=False)
+
+        def on_train_end(self, logs=None):
+            epochs = self.history[-1]["epoch"] if self.history else 0
+            self.save(epochs, float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                      finished=True)
+
+        def save(self, epochs_done, learning_rate, finished):
+            resume_dir = run_dir / "resume"
+            resume_dir.mkdir(exist_ok=True)
+            snapshot = resume_dir / f"epoch-{epochs_done:04d}.keras"
+            if not finished:
+                save_model_atomically(self.model, snapshot)
+            record = {
+                "epochs_done": epochs_done, "finished": finished, "snapshot": snapshot.name,
+                "learning_rate": learning_rate, "train_seconds": budget.spent_s,
+                "plateau": {"wait": plateau.wait, "best": _float_or_none(plateau.best),
+                            "cooldown_counter": plateau.cooldown_counter},
+                "early": {"wait": early.wait, "best": _float_or_none(early.best), "best_epoch": early.best_epoch},
+                "best_checkpoint": checkpoint.best, "history": self.history,
+            }
+            _atomic_write_text(resume_dir / "state.json", json.dumps(record, indent=1))
+            _atomic_write_text(run_dir / "history.csv", pd.DataFrame(self.history).to_csv(index=False))
+            for old in resume_dir.glob("epoch-*.keras"):
+                if old != snapshot:
+                    old.unlink()
+
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.plateau_factor,
+                                                patience=config.plateau_patience,
+                                                min_lr=config.min_learning_rate, verbose=1)
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stop_patience,
+                                          restore_best_weights=True, verbose=1)
+    best_so_far = state.get("best_checkpoint", np.inf)
+    if (run_dir / "best.json").is_file():
+        best_so_far = min(best_so_far, json.loads((run_dir / "best.json").read_text())["val_loss"])
+    checkpoint = AtomicBestCheckpoint(run_dir / "best.keras", best_so_far)
+    budget = TimeBudget(config.time_budget_min, state.get("train_seconds", 0.0))
+    return [keras.callbacks.TerminateOnNaN(), plateau, early, checkpoint, budget, RunState()]
+
+
+def _float_or_none(value):
+    return None if value is None else float(value)
+
+
+def load_run_state(run_dir) -> dict | None:
+    """The saved state of an interrupted or finished run in ``run_dir``, or None for a new run."""
+    path = Path(run_dir) / "resume" / "state.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is damaged ({error}); delete the folder {path.parent} to start "
+                         f"training over (best.keras is kept).") from None
+
+
+def compile_unet(model, learning_rate=1e-3):
+    """Adam and binary cross-entropy, with pixel accuracy for the log."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, verbose=2):
+    """Train (or resume training) the series' UNet into ``run_dir``; return the history as a DataFrame.
+
+    A new run builds and compiles the model; a run with a saved state resumes
+    from its last finished epoch; a finished run is not trained again.
+    Writes best.keras (+ best.json), history.csv and resume/.
+    """
+    import keras
+
+    run_dir = ensure_run_dir(run_dir)
+    state = load_run_state(run_dir)
+    if state and state["finished"]:
+        print(f"This run finished after {state['epochs_done']} epochs; nothing to train. "
+              f"Use a new SALT_RUN_DIR (or delete {run_dir}/resume) to train again.")
+        return pd.DataFrame(state["history"])
+    keras.utils.set_random_seed(config.seed)
+    if state:
+        model = load_model_safely(run_dir / "resume" / state["snapshot"])
+        print(f"Resuming from the end of epoch {state['epochs_done']} "
+              f"(learning rate {state['learning_rate']:.1e}).")
+    else:
+        model = compile_unet(build_unet(config.base_filters, dropout=config.dropout), config.learning_rate)
+    initial_epoch = state["epochs_done"] if state else 0
+    feed = make_train_feed(to_network_input(train.images), to_network_target(train.masks),
+                           config.batch_size, seed=config.seed,
+                           steps_per_epoch=config.steps_per_epoch, start_epoch=initial_epoch)
+    model.fit(feed, validation_data=(to_network_input(val.images), to_network_target(val.masks)),
+              epochs=config.epochs, initial_epoch=initial_epoch, verbose=verbose,
+              callbacks=make_callbacks(config, run_dir, state))
+    return pd.read_csv(run_dir / "history.csv")
+
+
+# ---------------------------------------------------------------------------
+# 5. Evaluation
+# ---------------------------------------------------------------------------
+
+
+def predict_salt(model, images, batch_size=64, flip_tta=False) -> np.ndarray:
+    """Salt probabilities for uint8 images with the series' preprocessing.
+
+    model: the saved UNet (see :func:`load_model_safely`). images: (N, H, W)
+    uint8, any H and W (101 for TGS). Returns (N, H, W) float32 in [0, 1].
+    ``flip_tta`` averages the prediction with that of the mirrored image.
+    Works in chunks of ``batch_size``, so memory does not grow with N.
+    """
+    images = np.asarray(images)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
+    height, width = images.shape[1:]
+    out = np.empty(images.shape, np.float32)
+    for start in range(0, len(images), batch_size):
+        x = to_network_input(images[start:start + batch_size])
+        probs = np.asarray(model.predict_on_batch(x), dtype=np.float32)
+        if flip_tta:
+            flipped = np.asarray(model.predict_on_batch(x[:, :, ::-1]), dtype=np.float32)
+            probs = (probs + flipped[:, :, ::-1]) / 2
+        out[start:start + batch_size] = crop_to(probs[..., 0], height, width)
+    return out
+
+
+def threshold_sweep(truth, probs, thresholds=np.arange(0.2, 0.81, 0.05)) -> pd.DataFrame:
+    """The competition score of ``probs > t`` for each threshold t: a DataFrame (threshold, score)."""
+    scores = [competition_score(truth, probs > t) for t in thresholds]
+    return pd.DataFrame({"threshold": np.round(thresholds, 3), "score": scores})
+
+
+def remove_small_components(masks, min_pixels) -> np.ndarray:
+    """Drop connected salt regions smaller than ``min_pixels`` from (N, H, W) bool masks."""
+    from skimage.morphology import remove_small_objects
+
+    masks = _as_batch(masks)
+    if min_pixels <= 0:
+        return masks.copy()
+    return np.stack([remove_small_objects(m, max_size=min_pixels - 1) if m.any() else m for m in masks])
+
+
+def score_report(truth, pred) -> dict:
+    """Competition score, mean IoU, pixel IoU and mean Dice of bool (N, H, W) predictions."""
+    return {"competition_score": competition_score(truth, pred),
+            "mean_iou": float(iou_per_image(truth, pred).mean()),
+            "pixel_iou": pixel_iou(truth, pred),
+            "dice": float(dice_per_image(truth, pred).mean())}
+
+
+def write_submission(model, folder, out_path, threshold=0.5, min_pixels=0, flip_tta=False, chunk=1000) -> int:
+    """Predict every ``<folder>/test/images/*.png`` and write a Kaggle submission.csv.
+
+    Reads, predicts and writes ``chunk`` images at a time, so memory stays
+    bounded for the 18,000 test slices. Returns the number of rows written.
+    The file is written under a temporary name and renamed when complete.
+    """
+    ids = list_test_ids(folder)
+    out_path = Path(out_path)
+    temporary = out_path.with_name(out_path.name + ".partial")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "rle_mask"])
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            probs = predict_salt(model, load_test_images(folder, part), flip_tta=flip_tta)
+            masks = remove_small_components(probs > threshold, min_pixels)
+            writer.writerows((i, rle_encode(m)) for i, m in zip(part, masks))
+    os.replace(temporary, out_path)
+    return len(ids)
+
+
+def check_submission(path, expected_ids) -> None:
+    """Raise SaltDataError unless ``path`` has the header id,rle_mask, exactly ``expected_ids``, valid RLEs."""
+    table = read_ids_csv(path, ["id", "rle_mask"])
+    if list(table.columns) != ["id", "rle_mask"]:
+        raise SaltDataError(f"{path}: header must be 'id,rle_mask', got {','.join(table.columns)}")
+    missing = set(expected_ids) - set(table["id"])
+    extra = set(table["id"]) - set(expected_ids)
+    if missing or extra:
+        raise SaltDataError(f"{path}: {len(missing)} ids missing, {len(extra)} unexpected "
+                            f"(e.g. {sorted(missing)[:2]} {sorted(extra)[:2]})")
+    for row, rle in enumerate(table["rle_mask"], start=2):
+        try:
+            rle_decode(rle)
+        except SaltDataError as error:
+            raise SaltDataError(f"{path}, line {row}: {error}") from None
