@@ -6,7 +6,7 @@ The sections follow the series:
    layout, the synthetic stand-in, run-length encoding, coverage classes and
    the stratified split.
 2. Metrics (01 and 04): IoU, Dice and the competition score.
-3. The UNet (02_build_unet): padding 101 to 128 and the network itself.
+3. The UNet (02_build_unet): padding 101 to 112 and the network itself.
 4. Training (03_train): settings, the data feed with flips, and callbacks
    that never lose a run.
 5. Evaluation (04_evaluate): probabilities for any uint8 images, cleaning,
@@ -34,8 +34,8 @@ import pandas as pd
 IMAGE_SIZE = 101
 """Height and width of every TGS slice, in pixels."""
 
-PADDED_SIZE = 128
-"""The size the network sees: the next multiple of 16 above 101."""
+PADDED_SIZE = 112
+"""The size the network sees: 101 reflect-padded to the next multiple of 16."""
 
 COMPETITION = "tgs-salt-identification-challenge"
 IOU_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
@@ -626,13 +626,10 @@ def competition_score(truth, pred) -> float:
 # 3. The UNet
 # ---------------------------------------------------------------------------
 
-PAD_BEFORE = (PADDED_SIZE - IMAGE_SIZE) // 2  # 13 rows/columns before, 14 after
-
-
 def pad_to_multiple(batch, multiple=16) -> np.ndarray:
     """Reflect-pad (N, H, W[, C]) arrays so H and W become multiples of ``multiple``.
 
-    101 becomes 128 (13 before, 14 after). Reflection keeps the seismic texture
+    101 becomes 112 (5 before, 6 after). Reflection keeps the seismic texture
     going into the border, and no pixel is resampled, so masks stay exact.
     """
     batch = np.asarray(batch)
@@ -653,7 +650,7 @@ def crop_to(batch, height, width) -> np.ndarray:
 
 
 def to_network_input(images) -> np.ndarray:
-    """uint8 (N, H, W) -> float32 (N, H', W', 1) in [0, 1], H' and W' padded to multiples of 16."""
+    """uint8 (N, H, W) -> float32 (N, H', W', 1) in [0, 1], H' and W' padded to multiples of 16 (101 -> 112)."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3:
         raise ValueError(f"expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
@@ -1080,16 +1077,23 @@ def predict_salt(model, images, batch_size=64, flip_tta=False) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
+    if flip_tta:
+        mirrored = predict_salt(model, images[:, :, ::-1], batch_size)
+        return (predict_salt(model, images, batch_size) + mirrored[:, :, ::-1]) / 2
     height, width = images.shape[1:]
     out = np.empty(images.shape, np.float32)
     for start in range(0, len(images), batch_size):
         x = to_network_input(images[start:start + batch_size])
-        probs = np.asarray(model.predict_on_batch(x), dtype=np.float32)
-        if flip_tta:
-            flipped = np.asarray(model.predict_on_batch(x[:, :, ::-1]), dtype=np.float32)
-            probs = (probs + flipped[:, :, ::-1]) / 2
+        probs = keras_to_numpy(model.predict_on_batch(x))
         out[start:start + batch_size] = crop_to(probs[..., 0], height, width)
     return out
+
+
+def keras_to_numpy(tensor) -> np.ndarray:
+    """Any backend's tensor as a float32 numpy array."""
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float32)
 
 
 def threshold_sweep(truth, probs, thresholds=np.arange(0.2, 0.81, 0.05)) -> pd.DataFrame:

@@ -1,0 +1,239 @@
+"""Loading the Kaggle layout, the data source order, and a clear error for every bad input."""
+
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import helpers
+from conftest import write_kaggle_folder, write_png
+from helpers import SaltDataError
+
+
+def test_loads_the_real_layout_with_its_quirks(kaggle_folder):
+    folder, written = kaggle_folder
+    data = helpers.load_tgs_folder(folder)
+    assert data.images.dtype == np.uint8 and data.images.shape == (6, 101, 101)
+    assert data.masks.dtype == bool and data.masks.shape == (6, 101, 101)
+    assert list(data.ids) == list(written.ids)
+    assert np.array_equal(data.images, written.images)
+    assert np.array_equal(data.masks, written.masks)
+    assert np.allclose(data.depths, written.depths)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(SaltDataError, match="data folder not found"):
+        helpers.load_tgs_folder(tmp_path / "nowhere")
+
+
+def test_missing_train_csv(tmp_path):
+    with pytest.raises(SaltDataError, match="train.csv: file not found"):
+        helpers.load_tgs_folder(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["images", "masks"])
+def test_id_without_image_or_mask(kaggle_folder, kind):
+    folder, data = kaggle_folder
+    (folder / "train" / kind / f"{data.ids[2]}.png").unlink()
+    with pytest.raises(SaltDataError, match=f"{data.ids[2]}.*{kind[:-1]} is missing"):
+        helpers.load_tgs_folder(folder)
+
+
+def test_truncated_png(kaggle_folder):
+    folder, data = kaggle_folder
+    path = folder / "train" / "images" / f"{data.ids[1]}.png"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(SaltDataError, match=f"{data.ids[1]}.png: not a readable PNG"):
+        helpers.load_tgs_folder(folder)
+
+
+def test_corrupt_png(kaggle_folder):
+    folder, data = kaggle_folder
+    (folder / "train" / "masks" / f"{data.ids[1]}.png").write_bytes(b"not a png at all")
+    with pytest.raises(SaltDataError, match="not a readable PNG"):
+        helpers.load_tgs_folder(folder)
+
+
+def test_wrong_image_size(kaggle_folder):
+    folder, data = kaggle_folder
+    write_png(folder / "train" / "images" / f"{data.ids[3]}.png", np.zeros((64, 80, 3), np.uint8))
+    with pytest.raises(SaltDataError, match=r"expected 101x101 pixels, got 64x80"):
+        helpers.load_tgs_folder(folder)
+
+
+def test_mask_that_is_not_binary(kaggle_folder):
+    folder, data = kaggle_folder
+    mask = np.zeros((101, 101), np.uint8)
+    mask[:10] = 128
+    write_png(folder / "train" / "masks" / f"{data.ids[4]}.png", mask)
+    with pytest.raises(SaltDataError, match=f"{data.ids[4]}.png: a mask must be binary"):
+        helpers.load_tgs_folder(folder)
+
+
+def test_image_with_differing_channels(kaggle_folder):
+    folder, data = kaggle_folder
+    colour = np.zeros((101, 101, 3), np.uint8)
+    colour[..., 0] = 200
+    write_png(folder / "train" / "images" / f"{data.ids[0]}.png", colour)
+    with pytest.raises(SaltDataError, match="differing channels"):
+        helpers.load_tgs_folder(folder)
+
+
+def test_duplicate_ids(kaggle_folder):
+    folder, data = kaggle_folder
+    table = pd.read_csv(folder / "train.csv", dtype=str, keep_default_na=False)
+    pd.concat([table, table.iloc[[2]]]).to_csv(folder / "train.csv", index=False)
+    with pytest.raises(SaltDataError, match=f"duplicate id '{data.ids[2]}' \\(line 8\\)"):
+        helpers.load_tgs_folder(folder)
+
+
+def test_limit_keeps_the_first_ids(kaggle_folder):
+    folder, data = kaggle_folder
+    assert list(helpers.load_tgs_folder(folder, limit=3).ids) == list(data.ids[:3])
+
+
+# --- zips ---------------------------------------------------------------------
+
+
+def _zip_folder(source, zip_path, prefix=""):
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                archive.write(path, prefix + str(path.relative_to(source)))
+
+
+def test_competition_zip_as_downloaded(tmp_path):
+    """The outer zip holds the CSVs and train.zip / test.zip, as Kaggle serves it."""
+    staging = tmp_path / "staging"
+    written = write_kaggle_folder(staging, count=4)
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    _zip_folder(staging / "train", outer / "train.zip")
+    (staging / "test" / "images").mkdir(parents=True)
+    write_png(staging / "test" / "images" / "t1.png", np.repeat(written.images[1][..., None], 3, 2))
+    _zip_folder(staging / "test", outer / "test.zip")
+    for name in ("train.csv", "depths.csv"):
+        (outer / name).write_bytes((staging / name).read_bytes())
+    download = tmp_path / f"{helpers.COMPETITION}.zip"
+    _zip_folder(outer, download)
+
+    folder = helpers.prepare_competition_zip(download, tmp_path / "cache")
+    data = helpers.load_tgs_folder(folder)
+    assert np.array_equal(data.masks, written.masks)
+    assert helpers.list_test_ids(folder) == ["t1"]
+    # a second call finds the marker and extracts nothing again
+    (folder / "train.csv").write_text((folder / "train.csv").read_text())
+    assert helpers.prepare_competition_zip(download, tmp_path / "cache") == folder
+
+
+@pytest.mark.parametrize("member", ["../escape.txt", "/tmp/absolute-escape.txt", "a/../../escape.txt"])
+def test_zip_member_escaping_its_folder_is_refused(tmp_path, member):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("train.csv", "id,rle_mask\n")
+        archive.writestr(member, "gotcha")
+    with pytest.raises(SaltDataError, match="outside"):
+        helpers.safe_extract_zip(bad, tmp_path / "cache" / "x")
+    assert not (tmp_path / "cache" / "x").exists()
+    assert not (tmp_path / "cache" / "escape.txt").exists()
+
+
+def test_not_a_zip(tmp_path):
+    fake = tmp_path / "fake.zip"
+    fake.write_text("hello")
+    with pytest.raises(SaltDataError, match="fake.zip: not a readable zip"):
+        helpers.safe_extract_zip(fake, tmp_path / "out")
+
+
+# --- where the data comes from --------------------------------------------------
+
+
+@pytest.fixture
+def no_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("SALT_DATA_DIR", raising=False)
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
+def test_source_order_argument_then_env_then_default(no_env, tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    monkeypatch.setenv("SALT_DATA_DIR", str(b))
+    assert helpers.resolve_data_source(a).path == a
+    assert helpers.resolve_data_source().path == b
+    monkeypatch.delenv("SALT_DATA_DIR")
+    write_kaggle_folder(tmp_path / "data" / "tgs-salt", count=2)
+    assert helpers.resolve_data_source().kind == "folder"
+
+
+def test_falls_back_to_synthetic_and_says_so(no_env, capsys):
+    source = helpers.resolve_data_source()
+    assert source.kind == "synthetic"
+    data = helpers.load_salt_data(limit=5)
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC" in printed and "accept the rules" in printed and "403" in printed
+    assert len(data) == 5
+
+
+def test_kaggle_credentials_choose_a_download(no_env, monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef")
+    source = helpers.resolve_data_source()
+    assert source.kind == "kaggle"
+    assert "0123456789abcdef" not in source.describe()
+
+
+def test_named_folder_that_does_not_exist_is_an_error(no_env, tmp_path):
+    with pytest.raises(SaltDataError, match="nowhere: data folder not found \\(from SALT_DATA_DIR\\)"):
+        import os
+
+        os.environ["SALT_DATA_DIR"] = str(tmp_path / "nowhere")
+        try:
+            helpers.resolve_data_source()
+        finally:
+            del os.environ["SALT_DATA_DIR"]
+
+
+def test_synthetic_can_be_asked_for(no_env):
+    assert helpers.resolve_data_source("synthetic").kind == "synthetic"
+
+
+# --- coverage, classes and the split ---------------------------------------------
+
+
+def test_coverage_classes():
+    cov = np.array([0.0, 0.001, 0.1, 0.1001, 0.5, 0.95, 1.0])
+    assert helpers.coverage_class(cov).tolist() == [0, 1, 1, 2, 5, 10, 10]
+    with pytest.raises(ValueError, match="coverage must lie in"):
+        helpers.coverage_class([1.5])
+
+
+def test_split_is_stratified_disjoint_and_complete():
+    classes = np.repeat(np.arange(11), [390, 50, 60, 50, 50, 40, 40, 40, 50, 60, 170])
+    train, val = helpers.stratified_split(classes, 0.2, seed=1)
+    assert len(np.intersect1d(train, val)) == 0
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(classes)))
+    for value in range(11):
+        members = (classes == value).sum()
+        assert (classes[val] == value).sum() == round(0.2 * members)
+    again = helpers.stratified_split(classes, 0.2, seed=1)
+    assert np.array_equal(again[1], val)
+
+
+def test_split_saved_and_read_back(tmp_path):
+    data = helpers.make_synthetic_dataset(30)
+    train, val = helpers.stratified_split(helpers.coverage_class(helpers.coverage(data.masks)))
+    helpers.save_split(tmp_path, data, train, val)
+    t2, v2 = helpers.load_split(tmp_path, data)
+    assert np.array_equal(t2, train) and np.array_equal(v2, val)
+    with pytest.raises(SaltDataError, match="made for other data"):
+        helpers.load_split(tmp_path, helpers.make_synthetic_dataset(10))
+
+
+def test_split_missing_names_the_notebook(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run 01_explore_data.ipynb first"):
+        helpers.load_split(tmp_path, helpers.make_synthetic_dataset(3))
