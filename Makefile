@@ -11,7 +11,7 @@ NOTEBOOKS := 01_explore_data.ipynb 02_build_unet.ipynb 03_train.ipynb 04_evaluat
 SALT_SETTING ?= quick
 SALT_RUN_DIR ?= runs/$(SALT_SETTING)
 export SALT_SETTING SALT_RUN_DIR
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: run test lab notebooks clean-venv
@@ -43,11 +43,13 @@ test: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab
 
-## notebooks: refresh the committed notebooks' outputs from a real-data run (class setting)
+## notebooks: refresh the committed notebooks' outputs from a real-data run in the class setting
+REAL_RUN_DIR := runs/class-real
 notebooks: $(STAMP)
-	@test -n "$(SALT_DATA_DIR)" || { echo "Set SALT_DATA_DIR to the real data (e.g. ../shared/tgs-salt)"; exit 1; }
-	$(MAKE) run SALT_SETTING=$(SALT_SETTING) SALT_RUN_DIR=$(SALT_RUN_DIR)
-	cp $(addprefix $(SALT_RUN_DIR)/,$(NOTEBOOKS)) .
+	@test -n "$(SALT_DATA_DIR)" || { echo "Set SALT_DATA_DIR to the real data, e.g. SALT_DATA_DIR=../shared/tgs-salt make notebooks"; exit 1; }
+	@if [ -e $(REAL_RUN_DIR) ]; then mv $(REAL_RUN_DIR) $(REAL_RUN_DIR).$$(date +%Y%m%d-%H%M%S); fi
+	$(MAKE) run SALT_SETTING=class SALT_RUN_DIR=$(REAL_RUN_DIR)
+	cp $(addprefix $(REAL_RUN_DIR)/,$(NOTEBOOKS)) .
 
 clean-venv:
 	rm -rf $(VENV)
