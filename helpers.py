@@ -1112,6 +1112,32 @@ def remove_small_components(masks, min_pixels) -> np.ndarray:
     return np.stack([remove_small_objects(m, max_size=min_pixels - 1) if m.any() else m for m in masks])
 
 
+def tune_postprocessing(truth, probs, probs_flipped, sizes=(0, 10, 25, 50, 100, 200)) -> dict:
+    """Pick, on validation, what turns probabilities into masks: 04_evaluate's three choices.
+
+    truth: (N, H, W) bool; probs / probs_flipped: (N, H, W) float32 without and
+    with flip test-time augmentation. Chooses the threshold (sweep), whether
+    flips help (if they raise the best score), then the minimum component size.
+    Returns {"threshold", "flip_tta", "min_pixels", "sweep", "sweep_flipped", "cleaning"}.
+    """
+    sweep = threshold_sweep(truth, probs)
+    sweep_flipped = threshold_sweep(truth, probs_flipped)
+    flip_tta = bool(sweep_flipped["score"].max() > sweep["score"].max())
+    chosen = sweep_flipped if flip_tta else sweep
+    threshold = float(chosen.loc[chosen["score"].idxmax(), "threshold"])
+    binary = (probs_flipped if flip_tta else probs) > threshold
+    cleaning = pd.Series({size: competition_score(truth, remove_small_components(binary, size)) for size in sizes},
+                         name="score").rename_axis("min component size (px)")
+    return {"threshold": threshold, "flip_tta": flip_tta, "min_pixels": int(cleaning.idxmax()),
+            "sweep": sweep, "sweep_flipped": sweep_flipped, "cleaning": cleaning}
+
+
+def apply_postprocessing(model, images, choice) -> np.ndarray:
+    """Masks for uint8 (N, H, W) images with the choices of :func:`tune_postprocessing`: (N, H, W) bool."""
+    probs = predict_salt(model, images, flip_tta=choice["flip_tta"])
+    return remove_small_components(probs > choice["threshold"], choice["min_pixels"])
+
+
 def score_report(truth, pred) -> dict:
     """Competition score, mean IoU, pixel IoU and mean Dice of bool (N, H, W) predictions."""
     return {"competition_score": competition_score(truth, pred),

@@ -91,3 +91,17 @@ def test_unknown_setting_and_bad_env(monkeypatch):
     monkeypatch.setenv("SALT_EPOCHS", "ten")
     with pytest.raises(ValueError, match="SALT_EPOCHS='ten' must be a whole number"):
         helpers.env_int("SALT_EPOCHS")
+
+
+def test_tune_postprocessing_picks_threshold_flips_and_cleaning():
+    truth = np.zeros((4, 20, 20), bool)
+    truth[:2, 5:15, 5:15] = True  # two salty slices, two empty ones
+    probs = np.where(truth, 0.62, 0.1).astype(np.float32)
+    probs[2, 0, 0] = 0.9  # a stray pixel on an empty slice
+    flipped = np.where(truth, 0.3, 0.1).astype(np.float32)  # flips made it worse here
+    choice = helpers.tune_postprocessing(truth, probs, flipped)
+    assert choice["flip_tta"] is False
+    assert 0.1 <= choice["threshold"] < 0.62
+    assert choice["min_pixels"] > 0  # the stray pixel must go
+    assert helpers.competition_score(truth, helpers.remove_small_components(
+        probs > choice["threshold"], choice["min_pixels"])) == 1.0
