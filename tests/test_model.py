@@ -98,7 +98,8 @@ def test_tune_postprocessing_picks_threshold_flips_and_cleaning():
     truth[:2, 5:15, 5:15] = True  # two salty slices, two empty ones
     probs = np.where(truth, 0.62, 0.1).astype(np.float32)
     probs[2, 0, 0] = 0.9  # a stray pixel on an empty slice
-    flipped = np.where(truth, 0.3, 0.1).astype(np.float32)  # flips made it worse here
+    flipped = np.where(truth, 0.3, 0.1).astype(np.float32)  # flips made it worse here:
+    flipped[2:, :10, :10] = 0.5  # large false regions on both empty slices
     choice = helpers.tune_postprocessing(truth, probs, flipped)
     assert choice["flip_tta"] is False
     assert 0.1 <= choice["threshold"] < 0.62
