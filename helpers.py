@@ -1004,6 +1004,11 @@ def make_callbacks(config: TrainingConfig, run_dir, state=None):
     return [keras.callbacks.TerminateOnNaN(), plateau, early, checkpoint, budget, RunState()]
 
 
+def with_extra_callbacks(callbacks, extra):
+    """Insert ``extra`` callbacks before the last one (the run state, which must see everything first)."""
+    return callbacks[:-1] + list(extra) + callbacks[-1:]
+
+
 def _float_or_none(value):
     return None if value is None else float(value)
 
@@ -1029,12 +1034,13 @@ def compile_unet(model, learning_rate=1e-3):
     return model
 
 
-def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, verbose=2):
+def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, verbose=2, extra_callbacks=()):
     """Train (or resume training) the series' UNet into ``run_dir``; return the history as a DataFrame.
 
     A new run builds and compiles the model; a run with a saved state resumes
     from its last finished epoch; a finished run is not trained again.
-    Writes best.keras (+ best.json), history.csv and resume/.
+    Writes best.keras (+ best.json), history.csv and resume/. ``extra_callbacks``
+    (measurements, say) run after the time budget and before the run state.
     """
     import keras
 
@@ -1057,7 +1063,7 @@ def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, 
                            steps_per_epoch=config.steps_per_epoch, start_epoch=initial_epoch)
     model.fit(feed, validation_data=(to_network_input(val.images), to_network_target(val.masks)),
               epochs=config.epochs, initial_epoch=initial_epoch, verbose=verbose,
-              callbacks=make_callbacks(config, run_dir, state))
+              callbacks=with_extra_callbacks(make_callbacks(config, run_dir, state), extra_callbacks))
     return pd.read_csv(run_dir / "history.csv")
 
 

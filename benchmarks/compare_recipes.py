@@ -1,0 +1,238 @@
+"""Train the seed-style reference UNet and the series' recipe on the same data for the same budget.
+
+    .venv/bin/python benchmarks/compare_recipes.py --data-dir ../shared/tgs-salt --budget-min 60
+
+A coverage-stratified 20% of the data is held out first and seen by no training and no tuning;
+the rest is split 80/20 into train and validation as the series does. Each recipe then trains
+in its own process (so its peak memory is its own) for at most ``--budget-min`` minutes of
+training, and the script reports for each: training images/s, epochs, best val_loss, the
+competition score on its validation split, on the held-out 20% and on ``--eval-dir`` (a
+Kaggle-layout labelled folder), the minutes it took to reach the reference's final held-out
+score, inference images/s and peak memory. Results go to ``<out>/results.json`` and
+``<out>/results.md``.
+
+The recipes:
+
+- ``reference``: the seed kernel: input resized 101 -> 128, the same 16-filter UNet, Adam 1e-3,
+  binary cross-entropy, batch 32, no augmentation, threshold 0.5, with the series' plateau /
+  early-stop / best-checkpoint callbacks.
+- ``series``: exactly what 03_train and 04_evaluate run: ``helpers.train_unet`` (reflect padding
+  to 112, flips) and ``helpers.tune_postprocessing`` (threshold, flip TTA, small components).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import helpers  # noqa: E402
+
+RECIPES = ("reference", "series")
+
+
+def split_three_ways(data, seed):
+    """Indices of train, validation and held-out: held-out 20% first, then 80/20 of the rest."""
+    classes = helpers.coverage_class(helpers.coverage(data.masks))
+    rest, held_out = helpers.stratified_split(classes, 0.2, seed=seed)
+    train, val = helpers.stratified_split(classes[rest], 0.2, seed=seed + 1)
+    return rest[train], rest[val], held_out
+
+
+def resize_batch(batch, size, order):
+    """Resize (N, H, W) arrays to (N, size, size) with scikit-image (order 1: bilinear, 0: nearest)."""
+    from skimage.transform import resize
+
+    return np.stack([resize(item, (size, size), order=order, preserve_range=True, anti_aliasing=False)
+                     for item in batch])
+
+
+class ReferenceModel:
+    """The seed recipe's prediction path: resize to 128, predict, resize back to 101, threshold 0.5."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def probabilities(self, images):
+        out = np.empty(images.shape, np.float32)
+        for start in range(0, len(images), 64):
+            x = resize_batch(images[start:start + 64] / 255.0, 128, order=1)[..., None].astype(np.float32)
+            probs = helpers.keras_to_numpy(self.model.predict_on_batch(x))[..., 0]
+            out[start:start + 64] = resize_batch(probs, helpers.IMAGE_SIZE, order=1)
+        return out
+
+    def masks(self, images):
+        return self.probabilities(images) > 0.5
+
+
+class SeriesModel:
+    """The series' prediction path with the post-processing chosen on validation."""
+
+    def __init__(self, model, choice):
+        self.model, self.choice = model, choice
+
+    def masks(self, images):
+        return helpers.apply_postprocessing(self.model, images, self.choice)
+
+
+def score_each_epoch(predict_masks, held_out, log):
+    """A Keras callback scoring held-out slices (threshold 0.5) after every epoch, for time-to-score.
+
+    Its own scoring time is left out of the training minutes it records.
+    """
+    import keras
+
+    class HeldOutScore(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.started, self.scoring = time.monotonic(), 0.0
+
+        def on_epoch_end(self, epoch, logs=None):
+            begin = time.monotonic()
+            training_minutes = (begin - self.started - self.scoring) / 60
+            score = helpers.competition_score(held_out.masks, predict_masks(self.model, held_out.images))
+            self.scoring += time.monotonic() - begin
+            log.append({"epoch": epoch + 1, "held_out_score": score, "train_minutes": training_minutes})
+
+    return HeldOutScore()
+
+
+def train_reference(config, train, val, held_out, run_dir, log):
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    x_train = resize_batch(train.images / 255.0, 128, order=1)[..., None].astype(np.float32)
+    y_train = (resize_batch(train.masks.astype(np.float32), 128, order=0)[..., None] > 0.5).astype(np.float32)
+    x_val = resize_batch(val.images / 255.0, 128, order=1)[..., None].astype(np.float32)
+    y_val = (resize_batch(val.masks.astype(np.float32), 128, order=0)[..., None] > 0.5).astype(np.float32)
+    model = helpers.compile_unet(helpers.build_unet(config.base_filters, dropout=config.dropout), config.learning_rate)
+    feed = helpers.make_train_feed(x_train, y_train, config.batch_size, seed=config.seed, flip=False)
+    callbacks = helpers.with_extra_callbacks(helpers.make_callbacks(config, run_dir), [
+        score_each_epoch(lambda m, images: ReferenceModel(m).masks(images), held_out, log)])
+    model.fit(feed, validation_data=(x_val, y_val), epochs=config.epochs, verbose=2, callbacks=callbacks)
+
+
+def train_series(config, train, val, held_out, run_dir, log):
+    helpers.train_unet(config, train, val, run_dir, extra_callbacks=[
+        score_each_epoch(lambda m, images: helpers.predict_salt(m, images) > 0.5, held_out, log)])
+
+
+def run_one(recipe, args):
+    """Train and measure one recipe in this process; return its result dict."""
+    other = helpers.load_tgs_folder(args.eval_dir) if args.eval_dir else None  # a bad folder fails now
+    data = helpers.load_salt_data(args.data_dir)
+    train_index, val_index, held_index = split_three_ways(data, args.seed)
+    train, val, held_out = data.subset(train_index), data.subset(val_index), data.subset(held_index)
+    run_dir = helpers.ensure_run_dir(Path(args.out) / recipe)
+    config = helpers.training_config("class", epochs=args.epochs)
+    config.time_budget_min = args.budget_min
+    log = []
+    begin = time.monotonic()
+    (train_reference if recipe == "reference" else train_series)(config, train, val, held_out, run_dir, log)
+    wall_minutes = (time.monotonic() - begin) / 60
+    history = json.loads((run_dir / "resume" / "state.json").read_text())["history"]
+    model = helpers.load_model_safely(run_dir / "best.keras")
+
+    if recipe == "reference":
+        predictor = ReferenceModel(model)
+        val_score = helpers.competition_score(val.masks, predictor.masks(val.images))
+        choice = {"threshold": 0.5, "flip_tta": False, "min_pixels": 0}
+    else:
+        choice = helpers.tune_postprocessing(val.masks, helpers.predict_salt(model, val.images),
+                                             helpers.predict_salt(model, val.images, flip_tta=True))
+        choice = {k: choice[k] for k in ("threshold", "flip_tta", "min_pixels")}
+        predictor = SeriesModel(model, choice)
+        val_score = helpers.competition_score(val.masks, predictor.masks(val.images))
+    begin = time.monotonic()
+    held_pred = predictor.masks(held_out.images)
+    inference_rate = len(held_out) / (time.monotonic() - begin)
+    result = {
+        "recipe": recipe, "budget_min": args.budget_min, "backend": __import__("keras").backend.backend(),
+        # images through training per second of epoch time (the validation pass included)
+        "train_images_per_s": len(history) * len(train) / max(history[-1]["train_seconds"], 1e-9),
+        "epochs": len(history), "best_val_loss": min(h["val_loss"] for h in history),
+        "train_minutes": history[-1]["train_seconds"] / 60, "wall_minutes": wall_minutes,
+        "val_score": val_score, "held_out_score": helpers.competition_score(held_out.masks, held_pred),
+        "held_out_pixel_iou": helpers.pixel_iou(held_out.masks, held_pred),
+        "postprocessing": choice, "inference_images_per_s": inference_rate,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "per_epoch": log, "train": len(train), "val": len(val), "held_out": len(held_out),
+    }
+    if other is not None:
+        result["eval_dir_score"] = helpers.competition_score(other.masks, predictor.masks(other.images))
+    return result
+
+
+def minutes_to_reach(result, target):
+    """Training minutes until the per-epoch held-out score (threshold 0.5) first reached ``target``."""
+    for row in result["per_epoch"]:
+        if row["held_out_score"] >= target:
+            return row["train_minutes"]
+    return None
+
+
+def markdown_table(results):
+    reference = next((r for r in results if r["recipe"] == "reference"), None)
+    target = reference["held_out_score"] if reference else None
+    lines = ["| recipe | budget (min) | images/s | epochs | best val_loss | val score | held-out score "
+             "| eval-dir score | min to reference's score | inference images/s | peak memory (MB) |",
+             "|" + "---|" * 11]
+    for r in results:
+        reach = minutes_to_reach(r, target) if target is not None else None
+        lines.append(
+            f"| {r['recipe']} | {r['budget_min']:g} | {r['train_images_per_s']:.1f} | {r['epochs']} "
+            f"| {r['best_val_loss']:.4f} | {r['val_score']:.4f} | {r['held_out_score']:.4f} "
+            f"| {r.get('eval_dir_score', float('nan')):.4f} | {'-' if reach is None else f'{reach:.1f}'} "
+            f"| {r['inference_images_per_s']:.1f} | {r['peak_memory_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=None, help="Kaggle-layout folder or zip (default: as helpers finds it)")
+    parser.add_argument("--budget-min", type=float, default=60, help="training minutes for each recipe")
+    parser.add_argument("--epochs", type=int, default=100, help="epoch cap (early stopping usually ends sooner)")
+    parser.add_argument("--eval-dir", default=None, help="a separate labelled Kaggle-layout folder to score")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated: reference,series")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--out", default="runs/benchmark", help="folder for the runs and results")
+    parser.add_argument("--only", choices=RECIPES, help=argparse.SUPPRESS)  # one recipe, in this process
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    if args.only:
+        result = run_one(args.only, args)
+        (out / f"{args.only}.json").write_text(json.dumps(result, indent=2))
+        return
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = set(recipes) - set(RECIPES)
+    if unknown:
+        parser.error(f"unknown recipe(s) {sorted(unknown)}; choose from {RECIPES}")
+    if args.eval_dir:
+        helpers.read_ids_csv(Path(args.eval_dir) / "train.csv", ["id", "rle_mask"])
+    for name in recipes:
+        if (out / name).exists():
+            parser.error(f"{out / name} exists: choose another --out so no earlier run is overwritten")
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in recipes:
+        print(f"== {name}: training for at most {args.budget_min:g} min", flush=True)
+        command = [sys.executable, __file__, "--only", name] + [a for a in (argv or sys.argv[1:])]
+        subprocess.run(command, check=True)
+        results.append(json.loads((out / f"{name}.json").read_text()))
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    table = markdown_table(results)
+    (out / "results.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
