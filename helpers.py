@@ -22,10 +22,9 @@ import csv
 import json
 import math
 import os
-import shutil
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -664,7 +663,6 @@ def to_network_target(masks) -> np.ndarray:
 
 def conv_block(x, filters, name):
     """Two rounds of 3x3 convolution, batch normalisation and ReLU; the size is kept."""
-    import keras
     from keras import layers
 
     for i in (1, 2):

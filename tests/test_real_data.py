@@ -1,7 +1,6 @@
 """The real TGS files: every train.csv RLE must decode to exactly its mask PNG."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import helpers
