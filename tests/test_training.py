@@ -128,6 +128,13 @@ def test_same_seed_same_result(tmp_path):
         results.append(pd.read_csv(tmp_path / name / "history.csv"))
     columns = ["loss", "val_loss", "accuracy", "val_accuracy"]
     assert np.allclose(results[0][columns], results[1][columns], rtol=1e-4, atol=1e-5)
+    data = helpers.make_synthetic_dataset(160, seed=1)  # the script's data and split
+    _, val = helpers.stratified_split(helpers.coverage_class(helpers.coverage(data.masks)), seed=1)
+    probs = [helpers.predict_salt(helpers.load_model_safely(tmp_path / name / "best.keras"), data.images[val])
+             for name in ("a", "b")]
+    assert np.allclose(probs[0], probs[1], atol=1e-4)
+    reports = [helpers.score_report(data.masks[val], p > 0.5) for p in probs]
+    assert reports[0] == pytest.approx(reports[1], abs=1e-3)
 
 
 def test_unwritable_run_folder_fails_early_with_what_to_fix(tmp_path, monkeypatch):
