@@ -300,7 +300,7 @@ def resolve_data_source(data_dir=None, cache_dir="data", download=True) -> DataS
     value ``"synthetic"`` picks the stand-in on purpose. A folder or zip that
     was named but does not exist is an error, not a silent fallback.
     """
-    for value, reason in ((data_dir, "given as an argument"),
+    for value, reason in ((data_dir, "named by the data_dir argument: DATA_DIR in the notebooks"),
                           (os.environ.get("SALT_DATA_DIR") or None, "from SALT_DATA_DIR")):
         if value is None:
             continue
