@@ -190,7 +190,7 @@ def markdown_table(results):
         lines.append(
             f"| {r['recipe']} | {r['budget_min']:g} | {r['train_images_per_s']:.1f} | {r['epochs']} "
             f"| {r['best_val_loss']:.4f} | {r['val_score']:.4f} | {r['held_out_score']:.4f} "
-            f"| {r.get('eval_dir_score', float('nan')):.4f} | {'-' if reach is None else f'{reach:.1f}'} "
+            f"| {'-' if 'eval_dir_score' not in r else format(r['eval_dir_score'], '.4f')} | {'-' if reach is None else f'{reach:.1f}'} "
             f"| {r['inference_images_per_s']:.1f} | {r['peak_memory_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
