@@ -348,8 +348,7 @@ def load_salt_data(data_dir=None, limit=None, synthetic_count=4000, seed=0, cach
     source = resolve_data_source(data_dir, cache_dir=cache_dir)
     print(source.describe())
     if source.kind == "synthetic":
-        data = make_synthetic_dataset(synthetic_count if limit is None else min(limit, synthetic_count), seed=seed)
-        return data
+        return make_synthetic_dataset(synthetic_count if limit is None else min(limit, synthetic_count), seed=seed)
     folder = source.path
     if source.kind == "zip":
         folder = prepare_competition_zip(source.path, cache_dir)

@@ -187,15 +187,10 @@ def test_kaggle_credentials_choose_a_download(no_env, monkeypatch):
     assert "0123456789abcdef" not in source.describe()
 
 
-def test_named_folder_that_does_not_exist_is_an_error(no_env, tmp_path):
+def test_named_folder_that_does_not_exist_is_an_error(no_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("SALT_DATA_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(SaltDataError, match="nowhere: data folder not found \\(from SALT_DATA_DIR\\)"):
-        import os
-
-        os.environ["SALT_DATA_DIR"] = str(tmp_path / "nowhere")
-        try:
-            helpers.resolve_data_source()
-        finally:
-            del os.environ["SALT_DATA_DIR"]
+        helpers.resolve_data_source()
 
 
 def test_synthetic_can_be_asked_for(no_env):
