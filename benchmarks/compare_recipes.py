@@ -13,11 +13,12 @@ score, inference images/s and peak memory. Results go to ``<out>/results.json`` 
 
 The recipes:
 
-- ``reference``: the seed kernel: input resized 101 -> 128, the same 16-filter UNet, Adam 1e-3,
-  binary cross-entropy, batch 32, no augmentation, threshold 0.5, with the series' plateau /
-  early-stop / best-checkpoint callbacks.
+- ``reference``: the seed kernel: input resized 101 -> 128, the same 16-filter UNet with Keras'
+  default batch-norm momentum (0.99), Adam 1e-3, binary cross-entropy, batch 32, no
+  augmentation, threshold 0.5, with the series' plateau / early-stop / best-checkpoint callbacks.
 - ``series``: exactly what 03_train and 04_evaluate run: ``helpers.train_unet`` (reflect padding
-  to 112, flips) and ``helpers.tune_postprocessing`` (threshold, flip TTA, small components).
+  to 112, flips, batch-norm momentum 0.9, cross-entropy + Dice) and
+  ``helpers.tune_postprocessing`` (threshold, flip TTA, small components).
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def train_reference(config, train, val, held_out, run_dir, log):
     y_train = (resize_batch(train.masks.astype(np.float32), 128, order=0)[..., None] > 0.5).astype(np.float32)
     x_val = resize_batch(val.images / 255.0, 128, order=1)[..., None].astype(np.float32)
     y_val = (resize_batch(val.masks.astype(np.float32), 128, order=0)[..., None] > 0.5).astype(np.float32)
-    model = helpers.compile_unet(helpers.build_unet(config.base_filters, dropout=config.dropout), config.learning_rate)
+    seed_unet = helpers.build_unet(config.base_filters, dropout=config.dropout, bn_momentum=0.99)  # Keras' default
+    model = helpers.compile_unet(seed_unet, config.learning_rate, loss="binary_crossentropy")
     feed = helpers.make_train_feed(x_train, y_train, config.batch_size, seed=config.seed, flip=False)
     callbacks = helpers.with_extra_callbacks(helpers.make_callbacks(config, run_dir), [
         score_each_epoch(lambda m, images: ReferenceModel(m).masks(images), held_out, log)])
@@ -155,7 +157,7 @@ def run_one(recipe, args):
     held_pred = predictor.masks(held_out.images)
     inference_rate = len(held_out) / (time.monotonic() - begin)
     result = {
-        "recipe": recipe, "budget_min": args.budget_min, "backend": __import__("keras").backend.backend(),
+        "recipe": recipe, "budget_min": args.budget_min, "seed": args.seed, "backend": __import__("keras").backend.backend(),
         # images through training per second of epoch time (the validation pass included)
         "train_images_per_s": len(history) * len(train) / max(history[-1]["train_seconds"], 1e-9),
         "epochs": len(history), "best_val_loss": min(h["val_loss"] for h in history),
@@ -222,12 +224,15 @@ def main(argv=None):
         if (out / name).exists():
             parser.error(f"{out / name} exists: choose another --out so no earlier run is overwritten")
     out.mkdir(parents=True, exist_ok=True)
-    results = []
     for name in recipes:
         print(f"== {name}: training for at most {args.budget_min:g} min", flush=True)
         command = [sys.executable, __file__, "--only", name] + [a for a in (argv or sys.argv[1:])]
         subprocess.run(command, check=True)
-        results.append(json.loads((out / f"{name}.json").read_text()))
+    # Recipes measured earlier into the same folder (same data, seed and split) join the table.
+    results = [json.loads((out / f"{name}.json").read_text()) for name in RECIPES if (out / f"{name}.json").exists()]
+    mixed = [r["recipe"] for r in results if (r["budget_min"], r.get("seed", args.seed)) != (args.budget_min, args.seed)]
+    if mixed:
+        parser.error(f"{out} holds {mixed} measured with another --budget-min or --seed; use a new --out")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     table = markdown_table(results)
     (out / "results.md").write_text(table)

@@ -106,3 +106,56 @@ def test_tune_postprocessing_picks_threshold_flips_and_cleaning():
     assert choice["min_pixels"] > 0  # the stray pixel must go
     assert helpers.competition_score(truth, helpers.remove_small_components(
         probs > choice["threshold"], choice["min_pixels"])) == 1.0
+
+
+def numpy_soft_dice_loss(truth, probs, smooth=1.0):
+    overlap = (truth * probs).sum(axis=(1, 2, 3))
+    total = truth.sum(axis=(1, 2, 3)) + probs.sum(axis=(1, 2, 3))
+    return 1.0 - np.mean((2 * overlap + smooth) / (total + smooth))
+
+
+def test_soft_dice_loss_matches_its_formula_and_edge_cases():
+    from keras import ops
+
+    rng = np.random.default_rng(5)
+    truth = (rng.random((4, 16, 16, 1)) < 0.3).astype(np.float32)
+    probs = rng.random((4, 16, 16, 1)).astype(np.float32)
+    got = float(ops.convert_to_numpy(helpers.soft_dice_loss(truth, probs)))
+    assert got == pytest.approx(numpy_soft_dice_loss(truth, probs), rel=1e-5)
+    empty = np.zeros((2, 16, 16, 1), np.float32)
+    assert float(ops.convert_to_numpy(helpers.soft_dice_loss(empty, empty))) == pytest.approx(0.0)
+    assert float(ops.convert_to_numpy(helpers.soft_dice_loss(truth, truth))) < 0.01
+    assert float(ops.convert_to_numpy(helpers.soft_dice_loss(truth, 1.0 - truth))) > 0.9
+    # an empty image with a few confident false pixels already costs most of the way to 1
+    few = empty.copy()
+    few[:, :2, :2] = 1.0
+    assert float(ops.convert_to_numpy(helpers.soft_dice_loss(empty, few))) == pytest.approx(0.8)
+
+
+def test_bce_dice_loss_is_cross_entropy_plus_dice():
+    from keras import ops
+
+    rng = np.random.default_rng(6)
+    truth = (rng.random((3, 8, 8, 1)) < 0.5).astype(np.float32)
+    probs = rng.uniform(0.01, 0.99, (3, 8, 8, 1)).astype(np.float32)
+    expected = -np.mean(truth * np.log(probs) + (1 - truth) * np.log(1 - probs)) + numpy_soft_dice_loss(truth, probs)
+    got = float(ops.convert_to_numpy(helpers.bce_dice_loss(truth, probs)))
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_batch_norm_momentum_reaches_every_block():
+    momenta = {layer.momentum for layer in helpers.build_unet(base_filters=2).layers if hasattr(layer, "momentum")}
+    assert momenta == {0.9}
+    seed_style = helpers.build_unet(base_filters=2, bn_momentum=0.99)
+    assert {layer.momentum for layer in seed_style.layers if hasattr(layer, "momentum")} == {0.99}
+
+
+def test_compiled_model_with_the_series_loss_reloads_and_keeps_training(tmp_path):
+    model = helpers.compile_unet(helpers.build_unet(base_filters=2))
+    x = np.random.default_rng(7).random((4, 16, 16, 1)).astype(np.float32)
+    y = (x > 0.5).astype(np.float32)
+    model.fit(x, y, epochs=1, verbose=0)
+    loaded = helpers.load_model_safely(helpers.save_model_atomically(model, tmp_path / "m.keras"))
+    assert loaded.loss is helpers.bce_dice_loss or getattr(loaded.loss, "__name__", "") == "bce_dice_loss"
+    assert np.isclose(loaded.evaluate(x, y, verbose=0)[0], model.evaluate(x, y, verbose=0)[0], rtol=1e-5)
+    loaded.fit(x, y, epochs=1, verbose=0)
