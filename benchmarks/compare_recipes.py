@@ -223,16 +223,17 @@ def main(argv=None):
     for name in recipes:
         if (out / name).exists():
             parser.error(f"{out / name} exists: choose another --out so no earlier run is overwritten")
+    # Recipes measured earlier into the same folder join the table: refuse a mismatch before training.
+    earlier = [json.loads(path.read_text()) for path in out.glob("*.json") if path.stem in RECIPES]
+    mixed = [r["recipe"] for r in earlier if (r["budget_min"], r.get("seed", args.seed)) != (args.budget_min, args.seed)]
+    if mixed:
+        parser.error(f"{out} holds {mixed} measured with another --budget-min or --seed; use a new --out")
     out.mkdir(parents=True, exist_ok=True)
     for name in recipes:
         print(f"== {name}: training for at most {args.budget_min:g} min", flush=True)
         command = [sys.executable, __file__, "--only", name] + [a for a in (argv or sys.argv[1:])]
         subprocess.run(command, check=True)
-    # Recipes measured earlier into the same folder (same data, seed and split) join the table.
     results = [json.loads((out / f"{name}.json").read_text()) for name in RECIPES if (out / f"{name}.json").exists()]
-    mixed = [r["recipe"] for r in results if (r["budget_min"], r.get("seed", args.seed)) != (args.budget_min, args.seed)]
-    if mixed:
-        parser.error(f"{out} holds {mixed} measured with another --budget-min or --seed; use a new --out")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     table = markdown_table(results)
     (out / "results.md").write_text(table)
