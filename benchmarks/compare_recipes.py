@@ -116,7 +116,8 @@ def train_reference(config, train, val, held_out, run_dir, log):
     y_val = (resize_batch(val.masks.astype(np.float32), 128, order=0)[..., None] > 0.5).astype(np.float32)
     seed_unet = helpers.build_unet(config.base_filters, dropout=config.dropout, bn_momentum=0.99)  # Keras' default
     model = helpers.compile_unet(seed_unet, config.learning_rate, loss="binary_crossentropy")
-    feed = helpers.make_train_feed(x_train, y_train, config.batch_size, seed=config.seed, flip=False)
+    feed = helpers.make_train_feed(x_train, y_train, config.batch_size, seed=config.seed, flip=False,
+                                   steps_per_epoch=config.steps_per_epoch)
     callbacks = helpers.with_extra_callbacks(helpers.make_callbacks(config, run_dir), [
         score_each_epoch(lambda m, images: ReferenceModel(m).masks(images), held_out, log)])
     model.fit(feed, validation_data=(x_val, y_val), epochs=config.epochs, verbose=2, callbacks=callbacks)
@@ -130,11 +131,11 @@ def train_series(config, train, val, held_out, run_dir, log):
 def run_one(recipe, args):
     """Train and measure one recipe in this process; return its result dict."""
     other = helpers.load_tgs_folder(args.eval_dir) if args.eval_dir else None  # a bad folder fails now
-    data = helpers.load_salt_data(args.data_dir)
+    data = helpers.load_salt_data(args.data_dir, limit=args.limit)
     train_index, val_index, held_index = split_three_ways(data, args.seed)
     train, val, held_out = data.subset(train_index), data.subset(val_index), data.subset(held_index)
     run_dir = helpers.ensure_run_dir(Path(args.out) / recipe)
-    config = helpers.training_config("class", epochs=args.epochs)
+    config = helpers.training_config("class", epochs=args.epochs, steps_per_epoch=args.steps_per_epoch)
     config.time_budget_min = args.budget_min
     log = []
     begin = time.monotonic()
@@ -157,7 +158,7 @@ def run_one(recipe, args):
     held_pred = predictor.masks(held_out.images)
     inference_rate = len(held_out) / (time.monotonic() - begin)
     result = {
-        "recipe": recipe, "budget_min": args.budget_min, "seed": args.seed, "backend": __import__("keras").backend.backend(),
+        "recipe": recipe, "budget_min": args.budget_min, "seed": args.seed, "limit": args.limit, "backend": __import__("keras").backend.backend(),
         # images through training per second of epoch time (the validation pass included)
         "train_images_per_s": len(history) * len(train) / max(history[-1]["train_seconds"], 1e-9),
         "epochs": len(history), "best_val_loss": min(h["val_loss"] for h in history),
@@ -202,6 +203,9 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None, help="Kaggle-layout folder or zip (default: as helpers finds it)")
     parser.add_argument("--budget-min", type=float, default=60, help="training minutes for each recipe")
     parser.add_argument("--epochs", type=int, default=100, help="epoch cap (early stopping usually ends sooner)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use only the first N labelled slices (a smoke test: the scores then mean little)")
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="shorter epochs (a smoke test)")
     parser.add_argument("--eval-dir", default=None, help="a separate labelled Kaggle-layout folder to score")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated: reference,series")
     parser.add_argument("--seed", type=int, default=2026)
@@ -225,9 +229,10 @@ def main(argv=None):
             parser.error(f"{out / name} exists: choose another --out so no earlier run is overwritten")
     # Recipes measured earlier into the same folder join the table: refuse a mismatch before training.
     earlier = [json.loads(path.read_text()) for path in out.glob("*.json") if path.stem in RECIPES]
-    mixed = [r["recipe"] for r in earlier if (r["budget_min"], r.get("seed", args.seed)) != (args.budget_min, args.seed)]
+    mixed = [r["recipe"] for r in earlier
+             if (r["budget_min"], r.get("seed", args.seed), r.get("limit")) != (args.budget_min, args.seed, args.limit)]
     if mixed:
-        parser.error(f"{out} holds {mixed} measured with another --budget-min or --seed; use a new --out")
+        parser.error(f"{out} holds {mixed} measured with another --budget-min, --seed or --limit; use a new --out")
     out.mkdir(parents=True, exist_ok=True)
     for name in recipes:
         print(f"== {name}: training for at most {args.budget_min:g} min", flush=True)
