@@ -158,7 +158,8 @@ def run_one(recipe, args):
     held_pred = predictor.masks(held_out.images)
     inference_rate = len(held_out) / (time.monotonic() - begin)
     result = {
-        "recipe": recipe, "budget_min": args.budget_min, "seed": args.seed, "limit": args.limit, "backend": __import__("keras").backend.backend(),
+        "recipe": recipe, "budget_min": args.budget_min, "seed": args.seed, "limit": args.limit,
+        "backend": __import__("keras").backend.backend(),
         # images through training per second of epoch time (the validation pass included)
         "train_images_per_s": len(history) * len(train) / max(history[-1]["train_seconds"], 1e-9),
         "epochs": len(history), "best_val_loss": min(h["val_loss"] for h in history),
