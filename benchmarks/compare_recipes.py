@@ -49,6 +49,12 @@ def split_three_ways(data, seed):
     return rest[train], rest[val], held_out
 
 
+def load_three_ways(data_dir, seed, limit=None):
+    """The data's train, validation and held-out SaltData, as :func:`split_three_ways` cuts them."""
+    data = helpers.load_salt_data(data_dir, limit=limit)
+    return [data.subset(index) for index in split_three_ways(data, seed)]
+
+
 def resize_batch(batch, size, order):
     """Resize (N, H, W) arrays to (N, size, size) with scikit-image (order 1: bilinear, 0: nearest)."""
     from skimage.transform import resize
@@ -80,6 +86,13 @@ class SeriesModel:
 
     def __init__(self, model, choice):
         self.model, self.choice = model, choice
+
+    @classmethod
+    def tuned_on(cls, model, val):
+        """Choose threshold, flip TTA and component size on ``val`` as 04_evaluate does."""
+        choice = helpers.tune_postprocessing(val.masks, helpers.predict_salt(model, val.images),
+                                             helpers.predict_salt(model, val.images, flip_tta=True))
+        return cls(model, {k: choice[k] for k in ("threshold", "flip_tta", "min_pixels")})
 
     def masks(self, images):
         return helpers.apply_postprocessing(self.model, images, self.choice)
@@ -131,9 +144,7 @@ def train_series(config, train, val, held_out, run_dir, log):
 def run_one(recipe, args):
     """Train and measure one recipe in this process; return its result dict."""
     other = helpers.load_tgs_folder(args.eval_dir) if args.eval_dir else None  # a bad folder fails now
-    data = helpers.load_salt_data(args.data_dir, limit=args.limit)
-    train_index, val_index, held_index = split_three_ways(data, args.seed)
-    train, val, held_out = data.subset(train_index), data.subset(val_index), data.subset(held_index)
+    train, val, held_out = load_three_ways(args.data_dir, args.seed, args.limit)
     run_dir = helpers.ensure_run_dir(Path(args.out) / recipe)
     config = helpers.training_config("class", epochs=args.epochs, steps_per_epoch=args.steps_per_epoch)
     config.time_budget_min = args.budget_min
@@ -149,10 +160,8 @@ def run_one(recipe, args):
         val_score = helpers.competition_score(val.masks, predictor.masks(val.images))
         choice = {"threshold": 0.5, "flip_tta": False, "min_pixels": 0}
     else:
-        choice = helpers.tune_postprocessing(val.masks, helpers.predict_salt(model, val.images),
-                                             helpers.predict_salt(model, val.images, flip_tta=True))
-        choice = {k: choice[k] for k in ("threshold", "flip_tta", "min_pixels")}
-        predictor = SeriesModel(model, choice)
+        predictor = SeriesModel.tuned_on(model, val)
+        choice = predictor.choice
         val_score = helpers.competition_score(val.masks, predictor.masks(val.images))
     begin = time.monotonic()
     held_pred = predictor.masks(held_out.images)

@@ -83,9 +83,7 @@ def main(argv=None):
         parser.error(f"{run_dir} exists: this stage was already run from {source}; nothing is overwritten")
     run_dir = helpers.ensure_run_dir(run_dir)
 
-    data = helpers.load_salt_data(args.data_dir, limit=first.get("limit"))
-    train_index, val_index, held_index = bench.split_three_ways(data, first["seed"])
-    train, val, held_out = data.subset(train_index), data.subset(val_index), data.subset(held_index)
+    train, val, held_out = bench.load_three_ways(args.data_dir, first["seed"], first.get("limit"))
     if len(train) != first["train"] or len(held_out) != first["held_out"]:
         raise SystemExit(f"{source} was measured on other data ({first['train']} train / {first['held_out']} "
                          f"held-out slices, not {len(train)} / {len(held_out)}); pass the same --data-dir")
@@ -107,10 +105,8 @@ def main(argv=None):
     history = json.loads((run_dir / "resume" / "state.json").read_text())["history"]
 
     # EarlyStopping has put the best weights back; these are the weights best.keras holds.
-    choice = helpers.tune_postprocessing(val.masks, helpers.predict_salt(model, val.images),
-                                         helpers.predict_salt(model, val.images, flip_tta=True))
-    choice = {k: choice[k] for k in ("threshold", "flip_tta", "min_pixels")}
-    predictor = bench.SeriesModel(model, choice)
+    predictor = bench.SeriesModel.tuned_on(model, val)
+    choice = predictor.choice
     held_pred = predictor.masks(held_out.images)
     result = {
         "stage": "lovasz", "from": str(source), "first_stage_budget_min": first["budget_min"],
