@@ -7,8 +7,9 @@ The sections follow the series:
    the stratified split.
 2. Metrics (01 and 04): IoU, Dice and the competition score.
 3. The UNet (02_build_unet): padding 101 to 112 and the network itself.
-4. Training (03_train): settings, the data feed with flips, and callbacks
-   that never lose a run.
+4. Training (03_train): settings, the data feed with flips, callbacks that
+   never lose a run, and the two stages: cross-entropy + Dice, then the
+   Lovász hinge.
 5. Evaluation (04_evaluate): probabilities for any uint8 images, cleaning,
    and the Kaggle submission.
 
@@ -24,7 +25,7 @@ import math
 import os
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -721,7 +722,15 @@ def describe_model(model) -> list[tuple[str, str, int]]:
 
 @dataclass
 class TrainingConfig:
-    """Everything a run's recipe depends on. ``epochs`` and ``steps_per_epoch`` may be shortened."""
+    """Everything a run's recipe depends on. ``epochs`` and ``steps_per_epoch`` may be shortened.
+
+    Training has two stages. Stage 1 trains the UNet from scratch with
+    cross-entropy + Dice for up to ``epochs``; stage 2 (when
+    ``finetune_epochs`` > 0) starts from stage 1's best checkpoint and trains
+    on with the Lovász hinge at ``finetune_learning_rate`` for up to
+    ``finetune_epochs``. With a ``time_budget_min``, stage 2 gets
+    ``finetune_share`` of it, plus whatever stage 1 left unused.
+    """
 
     setting: str
     epochs: int
@@ -734,6 +743,9 @@ class TrainingConfig:
     min_learning_rate: float = 1e-5
     early_stop_patience: int = 10
     time_budget_min: float | None = None
+    finetune_epochs: int = 0
+    finetune_learning_rate: float = 5e-4
+    finetune_share: float = 0.5
     steps_per_epoch: int | None = None
     synthetic_count: int = 4000
     seed: int = 42
@@ -741,10 +753,11 @@ class TrainingConfig:
 
 
 SETTINGS = {
-    "full": dict(epochs=100, notes="The real recipe, for a GPU (Colab): up to 100 epochs, early stopping decides."),
-    "class": dict(epochs=100, time_budget_min=55,
-                  notes="A class without GPU: the same recipe, training stops after 55 minutes."),
-    "quick": dict(epochs=3, steps_per_epoch=8, batch_size=16, synthetic_count=800,
+    "full": dict(epochs=100, finetune_epochs=50,
+                 notes="The real recipe, for a GPU (Colab): up to 100 + 50 epochs, early stopping decides."),
+    "class": dict(epochs=100, finetune_epochs=50, time_budget_min=55,
+                  notes="A class without GPU: the same recipe, training stops after 55 minutes in all."),
+    "quick": dict(epochs=3, finetune_epochs=1, steps_per_epoch=8, batch_size=16, synthetic_count=800,
                   notes="A smoke test: a few short epochs, for make run / make test."),
 }
 
@@ -752,13 +765,15 @@ SETTINGS = {
 def training_config(setting="full", epochs=None, steps_per_epoch=None) -> TrainingConfig:
     """The TrainingConfig for 'full' (GPU), 'class' (CPU, 55 min) or 'quick' (smoke test).
 
-    ``epochs`` and ``steps_per_epoch``, when given, override the setting's own.
+    ``epochs`` and ``steps_per_epoch``, when given, override the setting's own;
+    ``epochs`` caps both stages.
     """
     if setting not in SETTINGS:
         raise ValueError(f"SALT_SETTING={setting!r} is not a setting; choose one of {sorted(SETTINGS)}")
     config = TrainingConfig(setting=setting, **SETTINGS[setting])
     if epochs:
         config.epochs = int(epochs)
+        config.finetune_epochs = min(config.finetune_epochs, int(epochs))
     if steps_per_epoch:
         config.steps_per_epoch = int(steps_per_epoch)
     return config
@@ -890,7 +905,8 @@ def load_model_safely(path):
 
     path = require_file(path, "03_train.ipynb")
     try:
-        return keras.saving.load_model(path, safe_mode=True, custom_objects={"bce_dice_loss": bce_dice_loss})
+        return keras.saving.load_model(path, safe_mode=True, custom_objects={
+            "bce_dice_loss": bce_dice_loss, "lovasz_hinge_loss": lovasz_hinge_loss})
     except ValueError as error:
         if "safe_mode" in str(error) or "Lambda" in str(error):
             raise ValueError(f"{path}: refused to load a model that carries code (a Lambda layer or "
@@ -906,7 +922,7 @@ def make_callbacks(config: TrainingConfig, run_dir, state=None):
     ``plateau_patience`` epochs without a lower val_loss); 3. EarlyStopping
     (after ``early_stop_patience``, restoring the best weights); 4. the best
     checkpoint (``best.keras``, atomic, only on improvement); 5. the time
-    budget; 6. the run state that makes an interrupted run resumable. ``state``
+    budget (stop when another epoch as long as the last would overrun it); 6. the run state that makes an interrupted run resumable. ``state``
     (from :func:`load_run_state`) puts the counters back where they were.
     """
     import keras
@@ -939,9 +955,11 @@ def make_callbacks(config: TrainingConfig, run_dir, state=None):
             self.started = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.spent_s += time.monotonic() - self.started
-            if self.minutes and self.spent_s >= self.minutes * 60:
-                print(f"Time budget of {self.minutes} min reached after epoch {epoch + 1}.")
+            took = time.monotonic() - self.started
+            self.spent_s += took
+            if self.minutes and self.spent_s + took > self.minutes * 60:
+                print(f"Time budget: {self.spent_s / 60:.1f} of {self.minutes:g} min spent, and another epoch "
+                      f"would overrun it; stopping after epoch {epoch + 1}.")
                 self.model.stop_training = True
 
     class RunState(keras.callbacks.Callback):
@@ -1055,6 +1073,35 @@ def bce_dice_loss(y_true, y_pred):
     return bce + soft_dice_loss(y_true, y_pred)
 
 
+def lovasz_hinge_loss(y_true, y_pred):
+    """Per-image Lovász hinge (stage 2): float32 (B, H, W, 1) truth in {0, 1} and probabilities -> scalar >= 0.
+
+    Berman et al. (2018): a convex surrogate of each image's Jaccard loss
+    1 - IoU, the quantity the competition metric thresholds. The probabilities
+    are turned back into logits (clipped to about +-16), each pixel gets the
+    hinge error ``max(0, 1 - logit * sign)`` (sign +1 for salt, -1 for none),
+    and the errors, largest first, are weighted by how much each one adds to
+    the image's Jaccard loss. At hinge errors of exactly 0 or 1 the loss *is*
+    the Jaccard loss of the wrong pixels. Averaged over the batch's images.
+    """
+    from keras import ops
+
+    eps = 1e-7
+    probs = ops.clip(ops.cast(y_pred, "float32"), eps, 1.0 - eps)
+    logits = ops.reshape(ops.log(probs) - ops.log(1.0 - probs), (ops.shape(y_pred)[0], -1))
+    labels = ops.reshape(ops.cast(y_true, logits.dtype), ops.shape(logits))
+    errors = 1.0 - logits * (2.0 * labels - 1.0)
+    order = ops.flip(ops.argsort(errors, axis=1), axis=1)  # largest error first
+    errors_sorted = ops.take_along_axis(errors, order, axis=1)
+    labels_sorted = ops.take_along_axis(labels, order, axis=1)
+    salt = ops.sum(labels_sorted, axis=1, keepdims=True)
+    intersection = salt - ops.cumsum(labels_sorted, axis=1)
+    union = salt + ops.cumsum(1.0 - labels_sorted, axis=1)
+    jaccard = 1.0 - intersection / union
+    weights = ops.concatenate([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=1)
+    return ops.mean(ops.sum(ops.relu(errors_sorted) * ops.stop_gradient(weights), axis=1))
+
+
 def compile_unet(model, learning_rate=1e-3, loss=bce_dice_loss):
     """Adam and (by default) :func:`bce_dice_loss`, with pixel accuracy for the log."""
     import keras
@@ -1063,37 +1110,96 @@ def compile_unet(model, learning_rate=1e-3, loss=bce_dice_loss):
     return model
 
 
-def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, verbose=2, extra_callbacks=()):
-    """Train (or resume training) the series' UNet into ``run_dir``; return the history as a DataFrame.
+FINETUNE_DIR = "lovasz"
+"""The sub-folder of a run that holds stage 2 (its own best.keras, history.csv and resume/)."""
 
-    A new run builds and compiles the model; a run with a saved state resumes
-    from its last finished epoch; a finished run is not trained again.
-    Writes best.keras (+ best.json), history.csv and resume/. ``extra_callbacks``
-    (measurements, say) run after the time budget and before the run state.
+
+def final_checkpoint(run_dir, config: TrainingConfig) -> Path:
+    """The model a run ends with: stage 2's ``lovasz/best.keras``, or ``best.keras`` without stage 2."""
+    run_dir = Path(run_dir)
+    return run_dir / FINETUNE_DIR / "best.keras" if config.finetune_epochs else run_dir / "best.keras"
+
+
+def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, verbose=2, extra_callbacks=()):
+    """Train (or resume) the series' two stages into ``run_dir``; return :func:`training_history`.
+
+    Stage 1 builds the UNet and trains it with :func:`bce_dice_loss` into
+    ``run_dir`` (best.keras + best.json, history.csv, resume/). Stage 2, when
+    ``config.finetune_epochs`` > 0, loads stage 1's best.keras and trains it
+    with :func:`lovasz_hinge_loss` into ``run_dir/lovasz/``. Each stage has
+    its own callbacks and resume state (the two losses are not comparable),
+    so a run cut off in either stage continues where it stopped, and a
+    finished stage is not trained again. ``extra_callbacks`` (measurements,
+    say) run in both stages, after the time budget and before the run state.
     """
+    run_dir = ensure_run_dir(run_dir)
+    arrays = dict(x=to_network_input(train.images), y=to_network_target(train.masks),
+                  validation=(to_network_input(val.images), to_network_target(val.masks)))
+    budget = config.time_budget_min
+    first = replace(config, time_budget_min=budget * (1 - config.finetune_share)
+                    if budget and config.finetune_epochs else budget)
+    _train_stage(first, run_dir, lambda: compile_unet(build_unet(config.base_filters, dropout=config.dropout),
+                                                      config.learning_rate),
+                 arrays, verbose, extra_callbacks)
+    if config.finetune_epochs:
+        spent_min = load_run_state(run_dir)["train_seconds"] / 60
+        second = replace(config, epochs=config.finetune_epochs, learning_rate=config.finetune_learning_rate,
+                         seed=config.seed + 1, time_budget_min=max(budget - spent_min, 1e-3) if budget else None)
+        _train_stage(second, run_dir / FINETUNE_DIR,
+                     lambda: compile_unet(load_model_safely(run_dir / "best.keras"), second.learning_rate,
+                                          loss=lovasz_hinge_loss),
+                     arrays, verbose, extra_callbacks)
+    return training_history(run_dir)
+
+
+def _train_stage(config, stage_dir, new_model, arrays, verbose, extra_callbacks):
+    """Fit one stage into ``stage_dir``: a new model from ``new_model()``, or the stage's resume snapshot."""
     import keras
 
-    run_dir = ensure_run_dir(run_dir)
-    state = load_run_state(run_dir)
+    stage_dir = ensure_run_dir(stage_dir)
+    state = load_run_state(stage_dir)
     if state and state["finished"]:
-        print(f"This run finished after {state['epochs_done']} epochs; nothing to train. "
-              f"Use a new SALT_RUN_DIR (or delete {run_dir}/resume) to train again.")
-        return pd.DataFrame(state["history"])
+        print(f"{stage_dir}: this stage finished after {state['epochs_done']} epochs; nothing to train. "
+              f"Use a new SALT_RUN_DIR (or delete {stage_dir}/resume) to train it again.")
+        return
     keras.utils.set_random_seed(config.seed)
     if state:
-        model = load_model_safely(run_dir / "resume" / state["snapshot"])
-        print(f"Resuming from the end of epoch {state['epochs_done']} "
+        model = load_model_safely(stage_dir / "resume" / state["snapshot"])
+        print(f"Resuming from the end of epoch {state['epochs_done']} in {stage_dir} "
               f"(learning rate {state['learning_rate']:.1e}).")
     else:
-        model = compile_unet(build_unet(config.base_filters, dropout=config.dropout), config.learning_rate)
+        model = new_model()
     initial_epoch = state["epochs_done"] if state else 0
-    feed = make_train_feed(to_network_input(train.images), to_network_target(train.masks),
-                           config.batch_size, seed=config.seed,
+    feed = make_train_feed(arrays["x"], arrays["y"], config.batch_size, seed=config.seed,
                            steps_per_epoch=config.steps_per_epoch, start_epoch=initial_epoch)
-    model.fit(feed, validation_data=(to_network_input(val.images), to_network_target(val.masks)),
-              epochs=config.epochs, initial_epoch=initial_epoch, verbose=verbose,
-              callbacks=with_extra_callbacks(make_callbacks(config, run_dir, state), extra_callbacks))
-    return pd.read_csv(run_dir / "history.csv")
+    model.fit(feed, validation_data=arrays["validation"], epochs=config.epochs, initial_epoch=initial_epoch,
+              verbose=verbose, callbacks=with_extra_callbacks(make_callbacks(config, stage_dir, state),
+                                                              extra_callbacks))
+
+
+def training_history(run_dir) -> pd.DataFrame:
+    """Both stages' history.csv as one table, one row per epoch.
+
+    Columns: ``stage`` (1 or 2), ``epoch`` and ``train_seconds`` counted from
+    the start of stage 1, then Keras' logs (loss, val_loss, accuracy, ...,
+    learning_rate) and ``lr_next``. Stage 2's losses are Lovász hinge values,
+    not comparable with stage 1's.
+    """
+    run_dir = Path(run_dir)
+    parts, epochs, seconds = [], 0, 0.0
+    for stage, folder in ((1, run_dir), (2, run_dir / FINETUNE_DIR)):
+        path = folder / "history.csv"
+        if not path.is_file():
+            continue
+        part = pd.read_csv(path)
+        part.insert(0, "stage", stage)
+        part["epoch"] += epochs
+        part["train_seconds"] += seconds
+        epochs, seconds = int(part["epoch"].iloc[-1]), float(part["train_seconds"].iloc[-1])
+        parts.append(part)
+    if not parts:
+        raise FileNotFoundError(f"{run_dir / 'history.csv'} is missing: run 03_train.ipynb first")
+    return pd.concat(parts, ignore_index=True)
 
 
 # ---------------------------------------------------------------------------

@@ -17,8 +17,9 @@ The recipes:
   default batch-norm momentum (0.99), Adam 1e-3, binary cross-entropy, batch 32, no
   augmentation, threshold 0.5, with the series' plateau / early-stop / best-checkpoint callbacks.
 - ``series``: exactly what 03_train and 04_evaluate run: ``helpers.train_unet`` (reflect padding
-  to 112, flips, batch-norm momentum 0.9, cross-entropy + Dice) and
-  ``helpers.tune_postprocessing`` (threshold, flip TTA, small components).
+  to 112, flips, batch-norm momentum 0.9; stage 1 cross-entropy + Dice, stage 2 the Lovász hinge
+  from stage 1's best checkpoint, half the budget each) and ``helpers.tune_postprocessing``
+  (threshold, flip TTA, small components) on stage 2's best checkpoint.
 """
 
 from __future__ import annotations
@@ -101,20 +102,25 @@ class SeriesModel:
 def score_each_epoch(predict_masks, held_out, log):
     """A Keras callback scoring held-out slices (threshold 0.5) after every epoch, for time-to-score.
 
-    Its own scoring time is left out of the training minutes it records.
+    Its own scoring time is left out of the training minutes it records. Used in both of the
+    series' stages, it counts epochs and minutes from the start of the first (the few seconds
+    between the stages count as training).
     """
     import keras
 
     class HeldOutScore(keras.callbacks.Callback):
+        started = None
+
         def on_train_begin(self, logs=None):
-            self.started, self.scoring = time.monotonic(), 0.0
+            if self.started is None:
+                self.started, self.scoring = time.monotonic(), 0.0
 
         def on_epoch_end(self, epoch, logs=None):
             begin = time.monotonic()
             training_minutes = (begin - self.started - self.scoring) / 60
             score = helpers.competition_score(held_out.masks, predict_masks(self.model, held_out.images))
             self.scoring += time.monotonic() - begin
-            log.append({"epoch": epoch + 1, "held_out_score": score, "train_minutes": training_minutes})
+            log.append({"epoch": len(log) + 1, "held_out_score": score, "train_minutes": training_minutes})
 
     return HeldOutScore()
 
@@ -152,8 +158,10 @@ def run_one(recipe, args):
     begin = time.monotonic()
     (train_reference if recipe == "reference" else train_series)(config, train, val, held_out, run_dir, log)
     wall_minutes = (time.monotonic() - begin) / 60
-    history = json.loads((run_dir / "resume" / "state.json").read_text())["history"]
-    model = helpers.load_model_safely(run_dir / "best.keras")
+    history = helpers.training_history(run_dir)
+    final_stage = history[history["stage"] == history["stage"].max()]
+    model = helpers.load_model_safely(helpers.final_checkpoint(run_dir, config) if recipe == "series"
+                                      else run_dir / "best.keras")
 
     if recipe == "reference":
         predictor = ReferenceModel(model)
@@ -170,9 +178,10 @@ def run_one(recipe, args):
         "recipe": recipe, "budget_min": args.budget_min, "seed": args.seed, "limit": args.limit,
         "backend": __import__("keras").backend.backend(),
         # images through training per second of epoch time (the validation pass included)
-        "train_images_per_s": len(history) * len(train) / max(history[-1]["train_seconds"], 1e-9),
-        "epochs": len(history), "best_val_loss": min(h["val_loss"] for h in history),
-        "train_minutes": history[-1]["train_seconds"] / 60, "wall_minutes": wall_minutes,
+        "train_images_per_s": len(history) * len(train) / max(history["train_seconds"].iloc[-1], 1e-9),
+        "epochs": len(history), "stage_epochs": history.groupby("stage").size().tolist(),
+        "best_val_loss": float(final_stage["val_loss"].min()),  # of the stage whose checkpoint is scored
+        "train_minutes": history["train_seconds"].iloc[-1] / 60, "wall_minutes": wall_minutes,
         "val_score": val_score, "held_out_score": helpers.competition_score(held_out.masks, held_pred),
         "held_out_pixel_iou": helpers.pixel_iou(held_out.masks, held_pred),
         "postprocessing": choice, "inference_images_per_s": inference_rate,
@@ -201,7 +210,8 @@ def markdown_table(results):
     for r in results:
         reach = minutes_to_reach(r, target) if target is not None else None
         lines.append(
-            f"| {r['recipe']} | {r['budget_min']:g} | {r['train_images_per_s']:.1f} | {r['epochs']} "
+            f"| {r['recipe']} | {r['budget_min']:g} | {r['train_images_per_s']:.1f} "
+            f"| {' + '.join(map(str, r.get('stage_epochs', [r['epochs']])))} "
             f"| {r['best_val_loss']:.4f} | {r['val_score']:.4f} | {r['held_out_score']:.4f} "
             f"| {'-' if 'eval_dir_score' not in r else format(r['eval_dir_score'], '.4f')} | {'-' if reach is None else f'{reach:.1f}'} "
             f"| {r['inference_images_per_s']:.1f} | {r['peak_memory_mb']:.0f} |")

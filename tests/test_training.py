@@ -1,4 +1,5 @@
-"""Training never loses work: resume after SIGKILL, atomic checkpoints, restored counters, determinism."""
+"""Training never loses work (resume after SIGKILL, atomic checkpoints, restored counters, determinism),
+its two stages chain and resume, and the stage-2 Lovász loss is right."""
 
 import json
 import os
@@ -149,3 +150,79 @@ def test_unwritable_run_folder_fails_early_with_what_to_fix(tmp_path, monkeypatc
     monkeypatch.setattr(Path, "write_bytes", disk_full)
     with pytest.raises(PermissionError, match="No space left on device.*Free some disk space"):
         helpers.ensure_run_dir(tmp_path / "run")
+
+
+def _probs_from_logits(logits):
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+def test_lovasz_hinge_equals_jaccard_loss_at_unit_errors():
+    # Hinge errors of exactly 1 on a set M of pixels and 0 elsewhere: the Lovász extension
+    # then equals the Jaccard loss of M, |M| / |salt ∪ M|, image by image.
+    rng = np.random.default_rng(3)
+    truth = rng.random((6, 12, 12, 1)) < np.array([0, 0.05, 0.3, 0.6, 1, 0.5]).reshape(6, 1, 1, 1)
+    wrong = rng.random(truth.shape) < np.array([0.1, 0, 0.2, 0.05, 0.3, 0.5]).reshape(6, 1, 1, 1)
+    logits = np.where(wrong, 0.0, np.where(truth, 1.0, -1.0))
+    expected = [m.sum() / (t | m).sum() if (t | m).any() else 0.0 for t, m in zip(truth, wrong)]
+    for i in range(6):
+        got = float(helpers.lovasz_hinge_loss(truth[i:i + 1].astype(np.float32), _probs_from_logits(logits[i:i + 1])))
+        assert abs(got - expected[i]) < 1e-4, (i, got, expected[i])
+    batch = float(helpers.lovasz_hinge_loss(truth.astype(np.float32), _probs_from_logits(logits)))
+    assert abs(batch - np.mean(expected)) < 1e-4
+
+
+def test_lovasz_hinge_grows_with_the_margin_of_a_wrong_pixel():
+    truth = np.zeros((1, 8, 8, 1), np.float32)
+    truth[0, :4] = 1
+    logits = np.where(truth > 0, 3.0, -3.0)
+    assert float(helpers.lovasz_hinge_loss(truth, _probs_from_logits(logits))) < 1e-4
+    for wrong_logit in (0.5, -0.5, -2.0):  # a salt pixel pushed towards 'no salt': hinge error 0.5, 1.5, 3
+        bad = logits.copy()
+        bad[0, 0, 0, 0] = wrong_logit
+        # one pixel of 32 salt pixels wrong: its error times the Jaccard loss of that one pixel, 1/32
+        expected = (1.0 - wrong_logit) / 32
+        assert abs(float(helpers.lovasz_hinge_loss(truth, _probs_from_logits(bad))) - expected) < 1e-4
+
+
+def _two_stage_run(run_dir, **overrides):
+    data = helpers.make_synthetic_dataset(96, seed=1)
+    train, val = helpers.stratified_split(helpers.coverage_class(helpers.coverage(data.masks)), seed=1)
+    config = helpers.TrainingConfig(setting="test", **{**dict(epochs=2, finetune_epochs=1, batch_size=8,
+                                                              steps_per_epoch=2, base_filters=2), **overrides})
+    return config, helpers.train_unet(config, data.subset(train), data.subset(val), run_dir, verbose=0)
+
+
+def test_stage_two_starts_from_stage_one_best_and_resumes_on_its_own(tmp_path, capsys, monkeypatch):
+    loaded = []
+    load = helpers.load_model_safely
+    monkeypatch.setattr(helpers, "load_model_safely", lambda path: loaded.append(Path(path)) or load(path))
+    config, history = _two_stage_run(tmp_path)
+    assert loaded == [tmp_path / "best.keras"]  # stage 2 began from stage 1's best checkpoint, nothing else
+    assert history["stage"].tolist() == [1, 1, 2] and history["epoch"].tolist() == [1, 2, 3]
+    assert history["train_seconds"].is_monotonic_increasing
+    assert helpers.final_checkpoint(tmp_path, config) == tmp_path / "lovasz" / "best.keras"
+    assert load(tmp_path / "lovasz" / "best.keras").loss is helpers.lovasz_hinge_loss
+    assert history.loc[2, "learning_rate"] == pytest.approx(config.finetune_learning_rate)
+
+    # A kill after stage 2's first epoch (its state written, not finished) resumes stage 2 only.
+    state_path = tmp_path / "lovasz" / "resume" / "state.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps(dict(state, finished=False)))
+    stage_one_history = (tmp_path / "history.csv").read_text()
+    capsys.readouterr()
+    _, resumed = _two_stage_run(tmp_path, finetune_epochs=2)
+    printed = capsys.readouterr().out
+    assert "this stage finished after 2 epochs; nothing to train" in printed
+    assert "Resuming from the end of epoch 1 in" in printed
+    assert (tmp_path / "history.csv").read_text() == stage_one_history
+    assert resumed["stage"].tolist() == [1, 1, 2, 2] and resumed.iloc[:3].equals(history)
+
+
+def test_the_time_budget_covers_both_stages(tmp_path):
+    # A budget far shorter than one epoch: each stage still runs one epoch, then stops.
+    _, history = _two_stage_run(tmp_path, epochs=5, finetune_epochs=5, time_budget_min=1e-4)
+    assert history["stage"].tolist() == [1, 2]
+    # No stage 2: the whole budget is stage 1's.
+    config, history = _two_stage_run(tmp_path / "one", finetune_epochs=0)
+    assert history["stage"].tolist() == [1, 1] and not (tmp_path / "one" / "lovasz").exists()
+    assert helpers.final_checkpoint(tmp_path / "one", config) == tmp_path / "one" / "best.keras"
