@@ -37,7 +37,8 @@ def series_with_fake_credentials(tmp_path_factory):
 
 def test_series_leaves_its_outputs(series_with_fake_credentials):
     run_dir = series_with_fake_credentials
-    for name in NOTEBOOKS + ["split.csv", "best.keras", "history.csv", "metrics.json", "learning_curves.png"]:
+    for name in NOTEBOOKS + ["split.csv", "best.keras", "history.csv", "lovasz/best.keras", "lovasz/history.csv",
+                             "metrics.json", "learning_curves.png"]:
         assert (run_dir / name).is_file(), name
 
 
