@@ -10,8 +10,9 @@ The sections follow the series:
 4. Training (03_train): settings, the data feed with flips, callbacks that
    never lose a run, and the two stages: cross-entropy + Dice, then the
    Lovász hinge.
-5. Evaluation (04_evaluate): probabilities for any uint8 images, cleaning,
-   and the Kaggle submission.
+5. Evaluation (04_evaluate): probabilities for any uint8 images, turning
+   them into masks (threshold, small components, the empty-slice rule),
+   choosing those on validation, and the Kaggle submission.
 
 Only numpy, pandas, scikit-image and ``keras`` / ``keras.ops`` are used, so the
 same code runs with ``KERAS_BACKEND`` set to tensorflow, jax or torch.
@@ -1253,30 +1254,55 @@ def remove_small_components(masks, min_pixels) -> np.ndarray:
     return np.stack([remove_small_objects(m, max_size=min_pixels - 1) if m.any() else m for m in masks])
 
 
-def tune_postprocessing(truth, probs, probs_flipped, sizes=(0, 10, 25, 50, 100, 200)) -> dict:
-    """Pick, on validation, what turns probabilities into masks: 04_evaluate's three choices.
+def masks_from_probabilities(probs, threshold=0.5, min_pixels=0, min_peak=0.0) -> np.ndarray:
+    """Salt masks from (N, H, W) float probabilities in [0, 1]: (N, H, W) bool.
+
+    A pixel is salt when its probability exceeds ``threshold``; connected
+    regions smaller than ``min_pixels`` are dropped; and the empty-slice rule
+    clears the whole mask of an image whose highest probability stays below
+    ``min_peak`` (0: no rule), since one false pixel costs an empty slice its
+    whole score.
+    """
+    probs = np.asarray(probs)
+    masks = remove_small_components(probs > threshold, min_pixels)
+    masks[probs.reshape(len(probs), -1).max(axis=1) < min_peak] = False
+    return masks
+
+
+def tune_postprocessing(truth, probs, probs_flipped, sizes=(0, 10, 25, 50, 100, 200),
+                        peaks=(0.6, 0.7, 0.8, 0.9)) -> dict:
+    """Pick, on validation, what turns probabilities into masks: 04_evaluate's four choices.
 
     truth: (N, H, W) bool; probs / probs_flipped: (N, H, W) float32 without and
-    with flip test-time augmentation. Chooses the threshold (sweep), whether
-    flips help (if they raise the best score), then the minimum component size.
-    Returns {"threshold", "flip_tta", "min_pixels", "sweep", "sweep_flipped", "cleaning"}.
+    with flip test-time augmentation. For each, the pixel threshold is swept
+    together with the empty-slice rule's ``min_peak`` (0, or one of ``peaks``
+    above the threshold); flips are kept if they raise the best score (ties
+    keep the simpler choice); then the minimum component size is chosen.
+    Returns {"threshold", "flip_tta", "min_peak", "min_pixels", "sweep",
+    "sweep_flipped", "rules", "cleaning"}: the last four are the tables behind
+    the choices.
     """
     sweep = threshold_sweep(truth, probs)
     sweep_flipped = threshold_sweep(truth, probs_flipped)
-    flip_tta = bool(sweep_flipped["score"].max() > sweep["score"].max())
-    chosen = sweep_flipped if flip_tta else sweep
-    threshold = float(chosen.loc[chosen["score"].idxmax(), "threshold"])
-    binary = (probs_flipped if flip_tta else probs) > threshold
-    cleaning = pd.Series({size: competition_score(truth, remove_small_components(binary, size)) for size in sizes},
-                         name="score").rename_axis("min component size (px)")
-    return {"threshold": threshold, "flip_tta": flip_tta, "min_pixels": int(cleaning.idxmax()),
-            "sweep": sweep, "sweep_flipped": sweep_flipped, "cleaning": cleaning}
+    rows = [{"flip_tta": flip_tta, "threshold": threshold, "min_peak": peak,
+             "score": competition_score(truth, masks_from_probabilities(candidate, threshold, 0, peak))}
+            for flip_tta, candidate in ((False, probs), (True, probs_flipped))
+            for threshold in sweep["threshold"]
+            for peak in (0.0, *[p for p in peaks if p > threshold])]
+    rules = pd.DataFrame(rows)
+    best = rules.loc[rules["score"].idxmax()]
+    flip_tta, threshold, min_peak = bool(best["flip_tta"]), float(best["threshold"]), float(best["min_peak"])
+    chosen = probs_flipped if flip_tta else probs
+    cleaning = pd.Series({size: competition_score(truth, masks_from_probabilities(chosen, threshold, size, min_peak))
+                          for size in sizes}, name="score").rename_axis("min component size (px)")
+    return {"threshold": threshold, "flip_tta": flip_tta, "min_peak": min_peak, "min_pixels": int(cleaning.idxmax()),
+            "sweep": sweep, "sweep_flipped": sweep_flipped, "rules": rules, "cleaning": cleaning}
 
 
 def apply_postprocessing(model, images, choice) -> np.ndarray:
     """Masks for uint8 (N, H, W) images with the choices of :func:`tune_postprocessing`: (N, H, W) bool."""
     probs = predict_salt(model, images, flip_tta=choice["flip_tta"])
-    return remove_small_components(probs > choice["threshold"], choice["min_pixels"])
+    return masks_from_probabilities(probs, choice["threshold"], choice["min_pixels"], choice["min_peak"])
 
 
 def score_report(truth, pred) -> dict:
@@ -1287,10 +1313,11 @@ def score_report(truth, pred) -> dict:
             "dice": float(dice_per_image(truth, pred).mean())}
 
 
-def write_submission(model, folder, out_path, threshold=0.5, min_pixels=0, flip_tta=False, chunk=1000) -> int:
+def write_submission(model, folder, out_path, threshold=0.5, min_pixels=0, flip_tta=False, min_peak=0.0,
+                     chunk=1000) -> int:
     """Predict every ``<folder>/test/images/*.png`` and write a Kaggle submission.csv.
 
-    Reads, predicts and writes ``chunk`` images at a time, so memory stays
+    The masks are made as :func:`masks_from_probabilities` makes them. Reads, predicts and writes ``chunk`` images at a time, so memory stays
     bounded for the 18,000 test slices. Returns the number of rows written.
     The file is written under a temporary name and renamed when complete.
     """
@@ -1303,7 +1330,7 @@ def write_submission(model, folder, out_path, threshold=0.5, min_pixels=0, flip_
         for start in range(0, len(ids), chunk):
             part = ids[start:start + chunk]
             probs = predict_salt(model, load_test_images(folder, part), flip_tta=flip_tta)
-            masks = remove_small_components(probs > threshold, min_pixels)
+            masks = masks_from_probabilities(probs, threshold, min_pixels, min_peak)
             writer.writerows((i, rle_encode(m)) for i, m in zip(part, masks))
     os.replace(temporary, out_path)
     return len(ids)

@@ -11,6 +11,9 @@ Kaggle-layout labelled folder), the minutes it took to reach the reference's fin
 score, inference images/s and peak memory. Results go to ``<out>/results.json`` and
 ``<out>/results.md``.
 
+``--rescore`` scores the recipes already trained in ``--out`` again with the current
+post-processing, without training: the earlier scores are kept in each ``<recipe>.json``.
+
 The recipes:
 
 - ``reference``: the seed kernel: input resized 101 -> 128, the same 16-filter UNet with Keras'
@@ -19,7 +22,7 @@ The recipes:
 - ``series``: exactly what 03_train and 04_evaluate run: ``helpers.train_unet`` (reflect padding
   to 112, flips, batch-norm momentum 0.9; stage 1 cross-entropy + Dice, stage 2 the Lovász hinge
   from stage 1's best checkpoint, half the budget each) and ``helpers.tune_postprocessing``
-  (threshold, flip TTA, small components) on stage 2's best checkpoint.
+  (threshold, flip TTA, the empty-slice rule, small components) on stage 2's best checkpoint.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class SeriesModel:
         """Choose threshold, flip TTA and component size on ``val`` as 04_evaluate does."""
         choice = helpers.tune_postprocessing(val.masks, helpers.predict_salt(model, val.images),
                                              helpers.predict_salt(model, val.images, flip_tta=True))
-        return cls(model, {k: choice[k] for k in ("threshold", "flip_tta", "min_pixels")})
+        return cls(model, {k: choice[k] for k in ("threshold", "flip_tta", "min_peak", "min_pixels")})
 
     def masks(self, images):
         return helpers.apply_postprocessing(self.model, images, self.choice)
@@ -160,20 +163,6 @@ def run_one(recipe, args):
     wall_minutes = (time.monotonic() - begin) / 60
     history = helpers.training_history(run_dir)
     final_stage = history[history["stage"] == history["stage"].max()]
-    model = helpers.load_model_safely(helpers.final_checkpoint(run_dir, config) if recipe == "series"
-                                      else run_dir / "best.keras")
-
-    if recipe == "reference":
-        predictor = ReferenceModel(model)
-        val_score = helpers.competition_score(val.masks, predictor.masks(val.images))
-        choice = {"threshold": 0.5, "flip_tta": False, "min_pixels": 0}
-    else:
-        predictor = SeriesModel.tuned_on(model, val)
-        choice = predictor.choice
-        val_score = helpers.competition_score(val.masks, predictor.masks(val.images))
-    begin = time.monotonic()
-    held_pred = predictor.masks(held_out.images)
-    inference_rate = len(held_out) / (time.monotonic() - begin)
     result = {
         "recipe": recipe, "budget_min": args.budget_min, "seed": args.seed, "limit": args.limit,
         "backend": __import__("keras").backend.backend(),
@@ -182,15 +171,71 @@ def run_one(recipe, args):
         "epochs": len(history), "stage_epochs": history.groupby("stage").size().tolist(),
         "best_val_loss": float(final_stage["val_loss"].min()),  # of the stage whose checkpoint is scored
         "train_minutes": history["train_seconds"].iloc[-1] / 60, "wall_minutes": wall_minutes,
-        "val_score": val_score, "held_out_score": helpers.competition_score(held_out.masks, held_pred),
-        "held_out_pixel_iou": helpers.pixel_iou(held_out.masks, held_pred),
-        "postprocessing": choice, "inference_images_per_s": inference_rate,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "per_epoch": log, "train": len(train), "val": len(val), "held_out": len(held_out),
     }
-    if other is not None:
-        result["eval_dir_score"] = helpers.competition_score(other.masks, predictor.masks(other.images))
+    result.update(score_run(result, run_dir, val, held_out, other))
+    result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def score_run(result, run_dir, val, held_out, other=None):
+    """Score a trained recipe's final checkpoint: its score fields for ``result``.
+
+    The series' post-processing is chosen on ``val``; the held-out slices (and ``other``, a
+    labelled folder) are then scored once, and inference is timed on the held-out slices.
+    """
+    stages = len(result.get("stage_epochs", [1]))
+    model = helpers.load_model_safely(run_dir / helpers.FINETUNE_DIR / "best.keras" if stages > 1
+                                      else run_dir / "best.keras")
+    if result["recipe"] == "reference":
+        predictor = ReferenceModel(model)
+        choice = {"threshold": 0.5, "flip_tta": False, "min_peak": 0.0, "min_pixels": 0}
+    else:
+        predictor = SeriesModel.tuned_on(model, val)
+        choice = predictor.choice
+    scores = {"val_score": helpers.competition_score(val.masks, predictor.masks(val.images)),
+              "postprocessing": choice}
+    begin = time.monotonic()
+    held_pred = predictor.masks(held_out.images)
+    scores["inference_images_per_s"] = len(held_out) / (time.monotonic() - begin)
+    scores["held_out_score"] = helpers.competition_score(held_out.masks, held_pred)
+    scores["held_out_pixel_iou"] = helpers.pixel_iou(held_out.masks, held_pred)
+    if other is not None:
+        scores["eval_dir_score"] = helpers.competition_score(other.masks, predictor.masks(other.images))
+    return scores
+
+
+def rescore(args):
+    """Score the recipes already trained in ``--out`` again with today's post-processing; no training.
+
+    Each ``<recipe>.json`` keeps its training figures; its earlier score fields are kept under
+    ``"rescored"`` (a list, oldest first), so nothing measured is lost.
+    """
+    out = Path(args.out)
+    other = helpers.load_tgs_folder(args.eval_dir) if args.eval_dir else None
+    for path in sorted(out.glob("*.json")):
+        if path.stem not in RECIPES:
+            continue
+        result = json.loads(path.read_text())
+        _, val, held_out = load_three_ways(args.data_dir, result["seed"], result.get("limit"))
+        if len(held_out) != result["held_out"]:
+            raise SystemExit(f"{path} was measured on other data ({result['held_out']} held-out slices, "
+                             f"not {len(held_out)}); pass the same --data-dir")
+        scores = score_run(result, out / result["recipe"], val, held_out, other)
+        result.setdefault("rescored", []).append({key: result[key] for key in scores if key in result})
+        result.update(scores)
+        path.write_text(json.dumps(result, indent=2))
+        print(f"{result['recipe']}: held-out {result['rescored'][-1]['held_out_score']:.4f} -> "
+              f"{result['held_out_score']:.4f} with {scores['postprocessing']}")
+
+
+def write_results(out):
+    """Merge the recipes measured in ``out`` into results.json and results.md; return the table."""
+    results = [json.loads((out / f"{name}.json").read_text()) for name in RECIPES if (out / f"{name}.json").exists()]
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    table = markdown_table(results)
+    (out / "results.md").write_text(table)
+    return table
 
 
 def minutes_to_reach(result, target):
@@ -230,10 +275,18 @@ def main(argv=None):
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated: reference,series")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", default="runs/benchmark", help="folder for the runs and results")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the recipes already trained in --out again with the current post-processing")
     parser.add_argument("--only", choices=RECIPES, help=argparse.SUPPRESS)  # one recipe, in this process
     args = parser.parse_args(argv)
 
     out = Path(args.out)
+    if args.rescore:
+        if not any((out / f"{name}.json").is_file() for name in RECIPES):
+            parser.error(f"{out} holds no measured recipe to rescore")
+        rescore(args)
+        print(write_results(out))
+        return
     if args.only:
         result = run_one(args.only, args)
         (out / f"{args.only}.json").write_text(json.dumps(result, indent=2))
@@ -258,11 +311,7 @@ def main(argv=None):
         print(f"== {name}: training for at most {args.budget_min:g} min", flush=True)
         command = [sys.executable, __file__, "--only", name] + [a for a in (argv or sys.argv[1:])]
         subprocess.run(command, check=True)
-    results = [json.loads((out / f"{name}.json").read_text()) for name in RECIPES if (out / f"{name}.json").exists()]
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    table = markdown_table(results)
-    (out / "results.md").write_text(table)
-    print(table)
+    print(write_results(out))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,13 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert [len(r["per_epoch"]) for r in results] == [1, 2]  # held-out scored after every epoch of both stages
     assert len((out / "results.md").read_text().splitlines()) == 2 + 2  # header, rule, one row per recipe
 
+    rescored = _run("compare_recipes.py", "--rescore", "--data-dir", "synthetic", "--out", out)
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    series = json.loads((out / "series.json").read_text())
+    assert series["rescored"] == [{k: results[1][k] for k in series["rescored"][0]}]  # earlier scores kept
+    assert "min_peak" in series["postprocessing"] and series["per_epoch"] == results[1]["per_epoch"]
+    assert _run("compare_recipes.py", "--rescore", "--out", tmp_path / "empty").returncode != 0
+
     again = _run("compare_recipes.py", *short, "--limit", 200, "--recipes", "series", "--out", out)
     assert again.returncode != 0 and "exists" in again.stderr  # a measured run is never overwritten
     other = tmp_path / "other"  # a folder holding a recipe measured on another --limit refuses to mix

@@ -103,9 +103,33 @@ def test_tune_postprocessing_picks_threshold_flips_and_cleaning():
     choice = helpers.tune_postprocessing(truth, probs, flipped)
     assert choice["flip_tta"] is False
     assert 0.1 <= choice["threshold"] < 0.62
-    assert choice["min_pixels"] > 0  # the stray pixel must go
-    assert helpers.competition_score(truth, helpers.remove_small_components(
-        probs > choice["threshold"], choice["min_pixels"])) == 1.0
+    assert choice["min_pixels"] > 0  # the stray pixel must go; no peak rule can remove it (0.9 > 0.62)
+    assert helpers.competition_score(truth, helpers.masks_from_probabilities(
+        probs, choice["threshold"], choice["min_pixels"], choice["min_peak"])) == 1.0
+
+
+def test_the_empty_slice_rule_clears_only_unconfident_images():
+    probs = np.full((3, 10, 10), 0.1, np.float32)
+    probs[0, :5] = 0.95  # confident salt
+    probs[1, :5] = 0.65  # a large region, but never confident: cleared at min_peak 0.7
+    probs[2, :5, :5] = 0.55
+    masks = helpers.masks_from_probabilities(probs, threshold=0.5, min_peak=0.7)
+    assert masks.sum(axis=(1, 2)).tolist() == [50, 0, 0]
+    assert helpers.masks_from_probabilities(probs, threshold=0.5).sum(axis=(1, 2)).tolist() == [50, 50, 25]
+    assert helpers.masks_from_probabilities(probs, 0.5, min_pixels=30).sum(axis=(1, 2)).tolist() == [50, 50, 0]
+
+
+def test_tune_postprocessing_adds_the_empty_slice_rule_only_when_it_pays():
+    truth = np.zeros((4, 20, 20), bool)
+    truth[:2, 5:15, 5:15] = True
+    probs = np.where(truth, 0.95, 0.05).astype(np.float32)
+    probs[2:, 2:12, 2:12] = 0.55  # large, hesitant false salt on both empty slices: only the rule removes it
+    choice = helpers.tune_postprocessing(truth, probs, probs)
+    assert choice["min_peak"] > 0.55 and choice["flip_tta"] is False  # flips add nothing here: kept off
+    assert helpers.competition_score(truth, helpers.masks_from_probabilities(
+        probs, choice["threshold"], choice["min_pixels"], choice["min_peak"])) == 1.0
+    clean = np.where(truth, 0.95, 0.05).astype(np.float32)
+    assert helpers.tune_postprocessing(truth, clean, clean)["min_peak"] == 0.0  # nothing to fix: no rule
 
 
 def numpy_soft_dice_loss(truth, probs, smooth=1.0):
