@@ -923,8 +923,9 @@ def make_callbacks(config: TrainingConfig, run_dir, state=None):
     ``plateau_patience`` epochs without a lower val_loss); 3. EarlyStopping
     (after ``early_stop_patience``, restoring the best weights); 4. the best
     checkpoint (``best.keras``, atomic, only on improvement); 5. the time
-    budget (stop when another epoch as long as the last would overrun it); 6. the run state that makes an interrupted run resumable. ``state``
-    (from :func:`load_run_state`) puts the counters back where they were.
+    budget (stop when another epoch as long as the last would overrun it);
+    6. the run state that makes an interrupted run resumable. ``state`` (from
+    :func:`load_run_state`) puts the counters back where they were.
     """
     import keras
 
@@ -1317,8 +1318,9 @@ def write_submission(model, folder, out_path, threshold=0.5, min_pixels=0, flip_
                      chunk=1000) -> int:
     """Predict every ``<folder>/test/images/*.png`` and write a Kaggle submission.csv.
 
-    The masks are made as :func:`masks_from_probabilities` makes them. Reads, predicts and writes ``chunk`` images at a time, so memory stays
-    bounded for the 18,000 test slices. Returns the number of rows written.
+    The masks are made as :func:`masks_from_probabilities` makes them. Reads,
+    predicts and writes ``chunk`` images at a time, so memory stays bounded
+    for the 18,000 test slices. Returns the number of rows written.
     The file is written under a temporary name and renamed when complete.
     """
     ids = list_test_ids(folder)
