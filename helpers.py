@@ -1239,7 +1239,11 @@ def keras_to_numpy(tensor) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float32)
 
 
-def threshold_sweep(truth, probs, thresholds=np.arange(0.2, 0.81, 0.05)) -> pd.DataFrame:
+PIXEL_THRESHOLDS = np.round(np.arange(0.2, 0.81, 0.05), 3)
+"""The pixel thresholds that 04_evaluate and :func:`tune_postprocessing` sweep."""
+
+
+def threshold_sweep(truth, probs, thresholds=PIXEL_THRESHOLDS) -> pd.DataFrame:
     """The competition score of ``probs > t`` for each threshold t: a DataFrame (threshold, score)."""
     scores = [competition_score(truth, probs > t) for t in thresholds]
     return pd.DataFrame({"threshold": np.round(thresholds, 3), "score": scores})
@@ -1279,16 +1283,14 @@ def tune_postprocessing(truth, probs, probs_flipped, sizes=(0, 10, 25, 50, 100, 
     together with the empty-slice rule's ``min_peak`` (0, or one of ``peaks``
     above the threshold); flips are kept if they raise the best score (ties
     keep the simpler choice); then the minimum component size is chosen.
-    Returns {"threshold", "flip_tta", "min_peak", "min_pixels", "sweep",
-    "sweep_flipped", "rules", "cleaning"}: the last four are the tables behind
-    the choices.
+    Returns {"threshold", "flip_tta", "min_peak", "min_pixels", "rules",
+    "cleaning"}: the last two are the tables behind the choices (the rows of
+    ``rules`` with ``min_peak`` 0 are the plain threshold sweeps).
     """
-    sweep = threshold_sweep(truth, probs)
-    sweep_flipped = threshold_sweep(truth, probs_flipped)
     rows = [{"flip_tta": flip_tta, "threshold": threshold, "min_peak": peak,
              "score": competition_score(truth, masks_from_probabilities(candidate, threshold, 0, peak))}
             for flip_tta, candidate in ((False, probs), (True, probs_flipped))
-            for threshold in sweep["threshold"]
+            for threshold in PIXEL_THRESHOLDS
             for peak in (0.0, *[p for p in peaks if p > threshold])]
     rules = pd.DataFrame(rows)
     best = rules.loc[rules["score"].idxmax()]
@@ -1297,7 +1299,7 @@ def tune_postprocessing(truth, probs, probs_flipped, sizes=(0, 10, 25, 50, 100, 
     cleaning = pd.Series({size: competition_score(truth, masks_from_probabilities(chosen, threshold, size, min_peak))
                           for size in sizes}, name="score").rename_axis("min component size (px)")
     return {"threshold": threshold, "flip_tta": flip_tta, "min_peak": min_peak, "min_pixels": int(cleaning.idxmax()),
-            "sweep": sweep, "sweep_flipped": sweep_flipped, "rules": rules, "cleaning": cleaning}
+            "rules": rules, "cleaning": cleaning}
 
 
 def apply_postprocessing(model, images, choice) -> np.ndarray:

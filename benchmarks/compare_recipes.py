@@ -213,11 +213,15 @@ def rescore(args):
     """
     out = Path(args.out)
     other = helpers.load_tgs_folder(args.eval_dir) if args.eval_dir else None
+    splits = {}  # recipes measured with the same seed and limit share one load of the data
     for path in sorted(out.glob("*.json")):
         if path.stem not in RECIPES:
             continue
         result = json.loads(path.read_text())
-        _, val, held_out = load_three_ways(args.data_dir, result["seed"], result.get("limit"))
+        key = (result["seed"], result.get("limit"))
+        if key not in splits:
+            splits[key] = load_three_ways(args.data_dir, *key)
+        _, val, held_out = splits[key]
         if len(held_out) != result["held_out"]:
             raise SystemExit(f"{path} was measured on other data ({result['held_out']} held-out slices, "
                              f"not {len(held_out)}); pass the same --data-dir")
