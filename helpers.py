@@ -731,12 +731,18 @@ class TrainingConfig:
     on with the Lovász hinge at ``finetune_learning_rate`` for up to
     ``finetune_epochs``. With a ``time_budget_min``, stage 2 gets
     ``finetune_share`` of it, plus whatever stage 1 left unused.
+
+    In both stages Adam also keeps an exponential moving average of the
+    weights (``ema_momentum``, 0 = none); validation, the checkpoints and
+    everything after training use the averaged weights (see
+    :func:`compile_unet` and :func:`make_callbacks`).
     """
 
     setting: str
     epochs: int
     batch_size: int = 32
     learning_rate: float = 1e-3
+    ema_momentum: float = 0.99
     base_filters: int = 16
     dropout: float = 0.05
     plateau_patience: int = 5
@@ -919,7 +925,10 @@ def load_model_safely(path):
 def make_callbacks(config: TrainingConfig, run_dir, state=None):
     """The run's callbacks, in the order they must run at each epoch's end.
 
-    1. TerminateOnNaN; 2. ReduceLROnPlateau (x``plateau_factor`` after
+    0. With ``config.ema_momentum``, Keras' SwapEMAWeights: from each epoch's
+    end (and for validation) to the next epoch's start the model holds Adam's
+    averaged weights, so the val_loss, the checkpoints and the snapshots below
+    are those of the average; 1. TerminateOnNaN; 2. ReduceLROnPlateau (x``plateau_factor`` after
     ``plateau_patience`` epochs without a lower val_loss); 3. EarlyStopping
     (after ``early_stop_patience``, restoring the best weights); 4. the best
     checkpoint (``best.keras``, atomic, only on improvement); 5. the time
@@ -947,6 +956,13 @@ def make_callbacks(config: TrainingConfig, run_dir, state=None):
                                json.dumps({"val_loss": float(current), "epoch": epoch + 1}))
             os.replace(temporary, self.path)
             self.best = float(current)
+
+    class AveragedWeights(keras.callbacks.SwapEMAWeights):
+        def __init__(self, resumed):
+            super().__init__(swap_on_epoch=True)
+            # A resume snapshot is saved at an epoch's end: its model holds the averaged weights and
+            # its optimizer the raw ones. Saying so makes the next epoch's start swap them back.
+            self._ema_weights_in_model = resumed
 
     class TimeBudget(keras.callbacks.Callback):
         def __init__(self, minutes, spent_s):
@@ -1023,7 +1039,8 @@ def make_callbacks(config: TrainingConfig, run_dir, state=None):
         best_so_far = min(best_so_far, json.loads((run_dir / "best.json").read_text())["val_loss"])
     checkpoint = AtomicBestCheckpoint(run_dir / "best.keras", best_so_far)
     budget = TimeBudget(config.time_budget_min, state.get("train_seconds", 0.0))
-    return [keras.callbacks.TerminateOnNaN(), plateau, early, checkpoint, budget, RunState()]
+    averaged = [AveragedWeights(resumed=bool(state))] if config.ema_momentum else []
+    return [*averaged, keras.callbacks.TerminateOnNaN(), plateau, early, checkpoint, budget, RunState()]
 
 
 def with_extra_callbacks(callbacks, extra):
@@ -1104,11 +1121,23 @@ def lovasz_hinge_loss(y_true, y_pred):
     return ops.mean(ops.sum(ops.relu(errors_sorted) * ops.stop_gradient(weights), axis=1))
 
 
-def compile_unet(model, learning_rate=1e-3, loss=bce_dice_loss):
-    """Adam and (by default) :func:`bce_dice_loss`, with pixel accuracy for the log."""
+def compile_unet(model, learning_rate=1e-3, loss=bce_dice_loss, ema_momentum=0.0):
+    """Adam and (by default) :func:`bce_dice_loss`, with pixel accuracy for the log.
+
+    With ``ema_momentum`` in (0, 1), Adam also keeps an exponential moving
+    average of the weights, ``average = m * average + (1 - m) * weights`` after
+    every step (0.99: roughly the last 100 steps). The raw weights jump around
+    from batch to batch; the average does not. Training always moves the raw
+    weights; :func:`make_callbacks` swaps the average in for validation and
+    checkpoints.
+    """
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    if not 0.0 <= ema_momentum < 1.0:
+        raise ValueError(f"ema_momentum={ema_momentum!r} must be at least 0 (no average) and below 1")
+    optimizer = (keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=ema_momentum) if ema_momentum
+                 else keras.optimizers.Adam(learning_rate))
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -1141,7 +1170,7 @@ def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, 
     first = replace(config, time_budget_min=budget * (1 - config.finetune_share)
                     if budget and config.finetune_epochs else budget)
     _train_stage(first, run_dir, lambda: compile_unet(build_unet(config.base_filters, dropout=config.dropout),
-                                                      config.learning_rate),
+                                                      config.learning_rate, ema_momentum=config.ema_momentum),
                  arrays, verbose, extra_callbacks)
     if config.finetune_epochs:
         spent_min = load_run_state(run_dir)["train_seconds"] / 60
@@ -1149,7 +1178,7 @@ def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, 
                          seed=config.seed + 1, time_budget_min=max(budget - spent_min, 1e-3) if budget else None)
         _train_stage(second, run_dir / FINETUNE_DIR,
                      lambda: compile_unet(load_model_safely(run_dir / "best.keras"), second.learning_rate,
-                                          loss=lovasz_hinge_loss),
+                                          loss=lovasz_hinge_loss, ema_momentum=second.ema_momentum),
                      arrays, verbose, extra_callbacks)
     return training_history(run_dir)
 

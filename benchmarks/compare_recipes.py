@@ -20,8 +20,8 @@ The recipes:
   default batch-norm momentum (0.99), Adam 1e-3, binary cross-entropy, batch 32, no
   augmentation, threshold 0.5, with the series' plateau / early-stop / best-checkpoint callbacks.
 - ``series``: exactly what 03_train and 04_evaluate run: ``helpers.train_unet`` (reflect padding
-  to 112, flips, batch-norm momentum 0.9; stage 1 cross-entropy + Dice, stage 2 the Lovász hinge
-  from stage 1's best checkpoint, half the budget each) and ``helpers.tune_postprocessing``
+  to 112, flips, batch-norm momentum 0.9, Adam's averaged weights; stage 1 cross-entropy + Dice,
+  stage 2 the Lovász hinge from stage 1's best checkpoint, half the budget each) and ``helpers.tune_postprocessing``
   (threshold, flip TTA, the empty-slice rule, small components) on stage 2's best checkpoint.
 """
 
@@ -33,6 +33,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,7 @@ def score_each_epoch(predict_masks, held_out, log):
 def train_reference(config, train, val, held_out, run_dir, log):
     import keras
 
+    config = replace(config, ema_momentum=0.0)  # the seed kernel's plain Adam: no averaged weights
     keras.utils.set_random_seed(config.seed)
     x_train = resize_batch(train.images / 255.0, 128, order=1)[..., None].astype(np.float32)
     y_train = (resize_batch(train.masks.astype(np.float32), 128, order=0)[..., None] > 0.5).astype(np.float32)

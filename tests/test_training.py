@@ -90,7 +90,7 @@ def test_counters_are_put_back_on_resume(tmp_path):
     for callback in callbacks:
         callback.set_model(model)
         callback.on_train_begin()
-    _, plateau, early, checkpoint, budget, _ = callbacks
+    averaged, _, plateau, early, checkpoint, budget, _ = callbacks  # config's default: averaged weights
     assert (plateau.wait, plateau.best) == (3, 0.25)
     assert (early.wait, early.best, early.best_epoch) == (7, 0.25, 4)
     assert checkpoint.best == 0.25 and budget.spent_s == 120.0
@@ -100,7 +100,7 @@ def test_counters_are_put_back_on_resume(tmp_path):
 def test_crash_while_saving_keeps_the_previous_best(tmp_path):
     config = helpers.TrainingConfig(setting="test", epochs=1, base_filters=2)
     model = helpers.compile_unet(helpers.build_unet(base_filters=2))
-    checkpoint = helpers.make_callbacks(config, tmp_path)[3]
+    checkpoint = helpers.make_callbacks(config, tmp_path)[-3]
     checkpoint.set_model(model)
     checkpoint.on_epoch_end(0, {"val_loss": 0.5})
     before = (tmp_path / "best.keras").read_bytes()
@@ -226,3 +226,45 @@ def test_the_time_budget_covers_both_stages(tmp_path):
     config, history = _two_stage_run(tmp_path / "one", finetune_epochs=0)
     assert history["stage"].tolist() == [1, 1] and not (tmp_path / "one" / "lovasz").exists()
     assert helpers.final_checkpoint(tmp_path / "one", config) == tmp_path / "one" / "best.keras"
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_averaged_weights_are_validated_checkpointed_and_resumed_exactly(tmp_path):
+    # Dropout off, so a run cut off after epoch 2 and resumed must repeat the uninterrupted run:
+    # the snapshot holds the averaged weights and its optimizer the raw ones, and the resumed
+    # run has to swap them back before it trains on.
+    import keras
+
+    data = helpers.make_synthetic_dataset(96, seed=1)
+    train, val = [data.subset(i) for i in
+                  helpers.stratified_split(helpers.coverage_class(helpers.coverage(data.masks)), seed=1)]
+    config = helpers.TrainingConfig(setting="test", epochs=4, batch_size=8, steps_per_epoch=3, base_filters=2,
+                                    dropout=0.0, plateau_patience=20, early_stop_patience=20)
+    assert config.ema_momentum == 0.99
+    whole = helpers.train_unet(config, train, val, tmp_path / "whole", verbose=0)
+
+    class CutOff(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        helpers.train_unet(config, train, val, tmp_path / "cut", verbose=0, extra_callbacks=[CutOff()])
+    assert read_state(tmp_path / "cut")["epochs_done"] == 2
+    resumed = helpers.train_unet(config, train, val, tmp_path / "cut", verbose=0)
+    assert np.allclose(resumed["val_loss"], whole["val_loss"], rtol=1e-4, atol=1e-6), (resumed, whole)
+
+    # The checkpoint is the model that was validated: the averaged weights, not the raw ones.
+    best = json.loads((tmp_path / "whole" / "best.json").read_text())
+    model = helpers.load_model_safely(tmp_path / "whole" / "best.keras")
+    assert model.optimizer.use_ema
+    x_val, y_val = helpers.to_network_input(val.images), helpers.to_network_target(val.masks)
+    assert model.evaluate(x_val, y_val, verbose=0)[0] == pytest.approx(best["val_loss"], rel=1e-4)
+
+
+def test_ema_momentum_must_be_below_one():
+    with pytest.raises(ValueError, match="ema_momentum=1.0 must be"):
+        helpers.compile_unet(helpers.build_unet(base_filters=2), ema_momentum=1.0)
