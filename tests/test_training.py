@@ -268,3 +268,31 @@ def test_averaged_weights_are_validated_checkpointed_and_resumed_exactly(tmp_pat
 def test_ema_momentum_must_be_below_one():
     with pytest.raises(ValueError, match="ema_momentum=1.0 must be"):
         helpers.compile_unet(helpers.build_unet(base_filters=2), ema_momentum=1.0)
+
+
+def test_keras_averages_the_weights_the_way_03_train_teaches():
+    # 03_train: the average starts at the weights after the first step, then
+    # average = m * average + (1 - m) * weights after every step. Keras' fit ends by putting the
+    # average into the model, so the model after fit must equal the formula applied by hand.
+    import keras
+
+    momentum = 0.9
+    model = helpers.compile_unet(helpers.build_unet(base_filters=2, depth=2), learning_rate=1e-2,
+                                 ema_momentum=momentum)
+    trainable = [v.path for v in model.trainable_variables]
+    raw = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raw.append([keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables])
+
+    data = helpers.make_synthetic_dataset(12, seed=2)
+    x, y = helpers.to_network_input(data.images), helpers.to_network_target(data.masks)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[Record()])
+    assert len(raw) == 3 and [v.path for v in model.trainable_variables] == trainable
+    average = raw[0]
+    for weights in raw[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
+    got = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    assert all(np.allclose(g, a, atol=1e-6) for g, a in zip(got, average))
+    assert not all(np.allclose(g, r, atol=1e-6) for g, r in zip(got, raw[-1]))  # not the raw weights
