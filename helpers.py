@@ -928,9 +928,10 @@ def make_callbacks(config: TrainingConfig, run_dir, state=None):
     0. With ``config.ema_momentum``, Keras' SwapEMAWeights: from each epoch's
     end (and for validation) to the next epoch's start the model holds Adam's
     averaged weights, so the val_loss, the checkpoints and the snapshots below
-    are those of the average; 1. TerminateOnNaN; 2. ReduceLROnPlateau (x``plateau_factor`` after
-    ``plateau_patience`` epochs without a lower val_loss); 3. EarlyStopping
-    (after ``early_stop_patience``, restoring the best weights); 4. the best
+    are those of the average; 1. TerminateOnNaN; 2. ReduceLROnPlateau
+    (x``plateau_factor`` after ``plateau_patience`` epochs without a lower
+    val_loss); 3. EarlyStopping (after ``early_stop_patience``, restoring the
+    best weights); 4. the best
     checkpoint (``best.keras``, atomic, only on improvement); 5. the time
     budget (stop when another epoch as long as the last would overrun it);
     6. the run state that makes an interrupted run resumable. ``state`` (from

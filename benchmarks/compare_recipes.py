@@ -21,8 +21,9 @@ The recipes:
   augmentation, threshold 0.5, with the series' plateau / early-stop / best-checkpoint callbacks.
 - ``series``: exactly what 03_train and 04_evaluate run: ``helpers.train_unet`` (reflect padding
   to 112, flips, batch-norm momentum 0.9, Adam's averaged weights; stage 1 cross-entropy + Dice,
-  stage 2 the Lovász hinge from stage 1's best checkpoint, half the budget each) and ``helpers.tune_postprocessing``
-  (threshold, flip TTA, the empty-slice rule, small components) on stage 2's best checkpoint.
+  stage 2 the Lovász hinge from stage 1's best checkpoint, half the budget each) and
+  ``helpers.tune_postprocessing`` (threshold, flip TTA, the empty-slice rule, small components)
+  on stage 2's best checkpoint.
 """
 
 from __future__ import annotations
