@@ -1136,8 +1136,7 @@ def compile_unet(model, learning_rate=1e-3, loss=bce_dice_loss, ema_momentum=0.0
 
     if not 0.0 <= ema_momentum < 1.0:
         raise ValueError(f"ema_momentum={ema_momentum!r} must be at least 0 (no average) and below 1")
-    optimizer = (keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=ema_momentum) if ema_momentum
-                 else keras.optimizers.Adam(learning_rate))
+    optimizer = keras.optimizers.Adam(learning_rate, use_ema=ema_momentum > 0, ema_momentum=ema_momentum)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
 

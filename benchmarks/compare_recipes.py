@@ -140,7 +140,8 @@ def train_reference(config, train, val, held_out, run_dir, log):
     x_val = resize_batch(val.images / 255.0, 128, order=1)[..., None].astype(np.float32)
     y_val = (resize_batch(val.masks.astype(np.float32), 128, order=0)[..., None] > 0.5).astype(np.float32)
     seed_unet = helpers.build_unet(config.base_filters, dropout=config.dropout, bn_momentum=0.99)  # Keras' default
-    model = helpers.compile_unet(seed_unet, config.learning_rate, loss="binary_crossentropy")
+    model = helpers.compile_unet(seed_unet, config.learning_rate, loss="binary_crossentropy",
+                                 ema_momentum=config.ema_momentum)
     feed = helpers.make_train_feed(x_train, y_train, config.batch_size, seed=config.seed, flip=False,
                                    steps_per_epoch=config.steps_per_epoch)
     callbacks = helpers.with_extra_callbacks(helpers.make_callbacks(config, run_dir), [
