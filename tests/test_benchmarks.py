@@ -1,9 +1,12 @@
 """The benchmark runs from a clone: a smoke test on a small synthetic set."""
 
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -35,6 +38,21 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert series["rescored"] == [{k: results[1][k] for k in series["rescored"][0]}]  # earlier scores kept
     assert "min_peak" in series["postprocessing"] and series["per_epoch"] == results[1]["per_epoch"]
     assert _run("compare_recipes.py", "--rescore", "--out", tmp_path / "empty").returncode != 0
+
+    # stage2_variants.py trains the run's stage 2 again: its baseline repeats the series' stage 2 exactly
+    stage2 = ["--data-dir", "synthetic", "--from", out, "--epochs", 1, "--steps-per-epoch", 2]
+    for variant in ("lovasz", "symmetric-lovasz"):
+        done = _run("stage2_variants.py", *stage2, "--variant", variant, "--out", tmp_path / variant)
+        assert done.returncode == 0, done.stderr[-3000:]
+    baseline, symmetric = (json.loads((tmp_path / v / "scores.json").read_text())["epochs"]
+                           for v in ("lovasz", "symmetric-lovasz"))
+    with open(out / "series" / "lovasz" / "history.csv") as history:
+        recorded = float(next(csv.DictReader(history))["val_loss"])
+    assert baseline[0]["val_loss"] == pytest.approx(recorded, rel=1e-5)
+    assert symmetric[0]["val_loss"] != pytest.approx(recorded, rel=1e-5)  # another loss, measured the same way
+    assert all(0 <= row[f"score@{t}"] <= 1 for row in baseline + symmetric for t in (0.3, 0.5, 0.7))
+    refused = _run("stage2_variants.py", *stage2, "--variant", "lovasz", "--out", tmp_path / "lovasz")
+    assert refused.returncode != 0 and "exists" in refused.stderr
 
     again = _run("compare_recipes.py", *short, "--limit", 200, "--recipes", "series", "--out", out)
     assert again.returncode != 0 and "exists" in again.stderr  # a measured run is never overwritten
