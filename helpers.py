@@ -1174,13 +1174,18 @@ def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, 
                  arrays, verbose, extra_callbacks)
     if config.finetune_epochs:
         spent_min = load_run_state(run_dir)["train_seconds"] / 60
-        second = replace(config, epochs=config.finetune_epochs, learning_rate=config.finetune_learning_rate,
-                         seed=config.seed + 1, time_budget_min=max(budget - spent_min, 1e-3) if budget else None)
+        second = finetune_config(config, time_budget_min=max(budget - spent_min, 1e-3) if budget else None)
         _train_stage(second, run_dir / FINETUNE_DIR,
                      lambda: compile_unet(load_model_safely(run_dir / "best.keras"), second.learning_rate,
                                           loss=lovasz_hinge_loss, ema_momentum=second.ema_momentum),
                      arrays, verbose, extra_callbacks)
     return training_history(run_dir)
+
+
+def finetune_config(config: TrainingConfig, time_budget_min=None) -> TrainingConfig:
+    """Stage 2's TrainingConfig: ``finetune_epochs`` at ``finetune_learning_rate``, its own seed and budget."""
+    return replace(config, epochs=config.finetune_epochs, learning_rate=config.finetune_learning_rate,
+                   seed=config.seed + 1, time_budget_min=time_budget_min)
 
 
 def _train_stage(config, stage_dir, new_model, arrays, verbose, extra_callbacks):

@@ -83,8 +83,7 @@ def main(argv=None):
     measured = json.loads(run.read_text())
     train, val, _ = compare_recipes.load_three_ways(args.data_dir, measured["seed"], measured.get("limit"))
     config = helpers.training_config("class", steps_per_epoch=args.steps_per_epoch)
-    stage2 = replace(config, epochs=args.epochs, learning_rate=config.finetune_learning_rate,
-                     seed=config.seed + 1, time_budget_min=None)  # as helpers.train_unet sets up stage 2
+    stage2 = replace(helpers.finetune_config(config), epochs=args.epochs)
     keras.utils.set_random_seed(stage2.seed)
     model = helpers.compile_unet(helpers.load_model_safely(source / "series" / "best.keras"), stage2.learning_rate,
                                  loss=VARIANTS[args.variant], ema_momentum=stage2.ema_momentum)
