@@ -931,8 +931,8 @@ def make_callbacks(config: TrainingConfig, run_dir, state=None):
     are those of the average; 1. TerminateOnNaN; 2. ReduceLROnPlateau
     (x``plateau_factor`` after ``plateau_patience`` epochs without a lower
     val_loss); 3. EarlyStopping (after ``early_stop_patience``, restoring the
-    best weights); 4. the best
-    checkpoint (``best.keras``, atomic, only on improvement); 5. the time
+    best weights); 4. the best checkpoint (``best.keras``, atomic, only on
+    improvement); 5. the time
     budget (stop when another epoch as long as the last would overrun it);
     6. the run state that makes an interrupted run resumable. ``state`` (from
     :func:`load_run_state`) puts the counters back where they were.
@@ -1164,18 +1164,17 @@ def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, 
     say) run in both stages, after the time budget and before the run state.
     """
     run_dir = ensure_run_dir(run_dir)
-    arrays = dict(x=to_network_input(train.images), y=to_network_target(train.masks),
-                  validation=(to_network_input(val.images), to_network_target(val.masks)))
+    arrays = network_arrays(train, val)
     budget = config.time_budget_min
     first = replace(config, time_budget_min=budget * (1 - config.finetune_share)
                     if budget and config.finetune_epochs else budget)
-    _train_stage(first, run_dir, lambda: compile_unet(build_unet(config.base_filters, dropout=config.dropout),
+    train_stage(first, run_dir, lambda: compile_unet(build_unet(config.base_filters, dropout=config.dropout),
                                                       config.learning_rate, ema_momentum=config.ema_momentum),
                  arrays, verbose, extra_callbacks)
     if config.finetune_epochs:
         spent_min = load_run_state(run_dir)["train_seconds"] / 60
         second = finetune_config(config, time_budget_min=max(budget - spent_min, 1e-3) if budget else None)
-        _train_stage(second, run_dir / FINETUNE_DIR,
+        train_stage(second, run_dir / FINETUNE_DIR,
                      lambda: compile_unet(load_model_safely(run_dir / "best.keras"), second.learning_rate,
                                           loss=lovasz_hinge_loss, ema_momentum=second.ema_momentum),
                      arrays, verbose, extra_callbacks)
@@ -1188,8 +1187,18 @@ def finetune_config(config: TrainingConfig, time_budget_min=None) -> TrainingCon
                    seed=config.seed + 1, time_budget_min=time_budget_min)
 
 
-def _train_stage(config, stage_dir, new_model, arrays, verbose, extra_callbacks):
-    """Fit one stage into ``stage_dir``: a new model from ``new_model()``, or the stage's resume snapshot."""
+def network_arrays(train: SaltData, val: SaltData) -> dict:
+    """What :func:`train_stage` fits on: padded train "x" and "y", and "validation" as (images, masks)."""
+    return dict(x=to_network_input(train.images), y=to_network_target(train.masks),
+                validation=(to_network_input(val.images), to_network_target(val.masks)))
+
+
+def train_stage(config, stage_dir, new_model, arrays, verbose=2, extra_callbacks=()):
+    """Fit one stage into ``stage_dir``: a new model from ``new_model()``, or the stage's resume snapshot.
+
+    ``arrays`` comes from :func:`network_arrays`; the seed, the feed and the
+    callbacks are the series' own, so every stage trains the same way.
+    """
     import keras
 
     stage_dir = ensure_run_dir(stage_dir)

@@ -63,8 +63,6 @@ def validation_scores(val, log):
 
 
 def main(argv=None):
-    import keras
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="the data the --from run was trained on")
     parser.add_argument("--from", dest="source", required=True, help="a compare_recipes.py --out folder")
@@ -84,16 +82,12 @@ def main(argv=None):
     train, val, _ = compare_recipes.load_three_ways(args.data_dir, measured["seed"], measured.get("limit"))
     config = helpers.training_config("class", steps_per_epoch=args.steps_per_epoch)
     stage2 = replace(helpers.finetune_config(config), epochs=args.epochs)
-    keras.utils.set_random_seed(stage2.seed)
-    model = helpers.compile_unet(helpers.load_model_safely(source / "series" / "best.keras"), stage2.learning_rate,
-                                 loss=VARIANTS[args.variant], ema_momentum=stage2.ema_momentum)
-    feed = helpers.make_train_feed(helpers.to_network_input(train.images), helpers.to_network_target(train.masks),
-                                   stage2.batch_size, seed=stage2.seed, steps_per_epoch=stage2.steps_per_epoch)
     log = []
-    run_dir = helpers.ensure_run_dir(out / "stage2")
-    model.fit(feed, validation_data=(helpers.to_network_input(val.images), helpers.to_network_target(val.masks)),
-              epochs=stage2.epochs, verbose=2, callbacks=helpers.with_extra_callbacks(
-                  helpers.make_callbacks(stage2, run_dir), [validation_scores(val, log)]))
+    helpers.train_stage(stage2, out / "stage2",
+                        lambda: helpers.compile_unet(helpers.load_model_safely(source / "series" / "best.keras"),
+                                                     stage2.learning_rate, loss=VARIANTS[args.variant],
+                                                     ema_momentum=stage2.ema_momentum),
+                        helpers.network_arrays(train, val), extra_callbacks=[validation_scores(val, log)])
     (out / "scores.json").write_text(json.dumps({"from": str(source), "variant": args.variant, "epochs": log},
                                                 indent=2))
     header = ["epoch", "val_loss", *[f"score@{t}" for t in THRESHOLDS]]
