@@ -758,6 +758,16 @@ class TrainingConfig:
     seed: int = 42
     notes: str = ""
 
+    def __post_init__(self):
+        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+                  "finetune_epochs": self.finetune_epochs >= 0, "finetune_share": 0.0 <= self.finetune_share < 1.0,
+                  "learning_rate": self.learning_rate > 0, "finetune_learning_rate": self.finetune_learning_rate > 0}
+        wrong = [name for name, ok in checks.items() if not ok]
+        if wrong:
+            raise ValueError(f"TrainingConfig: {', '.join(f'{n}={getattr(self, n)!r}' for n in wrong)} out of range "
+                             "(epochs and batch_size at least 1, finetune_epochs at least 0, finetune_share in "
+                             "[0, 1), learning rates above 0)")
+
 
 SETTINGS = {
     "full": dict(epochs=100, finetune_epochs=50,

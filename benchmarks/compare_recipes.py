@@ -14,6 +14,14 @@ score, inference images/s and peak memory. Results go to ``<out>/results.json`` 
 ``--rescore`` scores the recipes already trained in ``--out`` again with the current
 post-processing, without training: the earlier scores are kept in each ``<recipe>.json``.
 
+``--set field=value`` (repeatable) changes one ``helpers.TrainingConfig`` field of the series'
+recipe for this measurement only, to measure a lever before it becomes the notebooks' default;
+the changes are recorded in ``series.json`` and named in the table.
+
+Held-out scores come with a 95% bootstrap interval over the held-out slices (how much the score
+would move with another draw of slices as hard as these), and with the reference in the same
+folder, the series' gain over it comes with a paired interval (both scored on the same slices).
+
 The recipes:
 
 - ``reference``: the seed kernel: input resized 101 -> 128, the same 16-filter UNet with Keras'
@@ -45,6 +53,44 @@ sys.path.insert(0, str(ROOT))
 import helpers  # noqa: E402
 
 RECIPES = ("reference", "series")
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def parse_overrides(pairs):
+    """``["finetune_share=0.3", ...]`` -> ``{"finetune_share": 0.3}``, typed like TrainingConfig's defaults."""
+    defaults = vars(helpers.TrainingConfig(setting="class", epochs=1))
+    # the setting, epochs, budget and steps come from the script's own options
+    settable = sorted(name for name, value in defaults.items()
+                      if value is not None and name not in ("setting", "epochs", "notes"))
+    overrides = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or name not in settable:
+            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {settable}")
+        kind = type(defaults[name])
+        try:
+            overrides[name] = kind(text) if kind is not bool else {"true": True, "false": False}[text.lower()]
+        except (ValueError, KeyError):
+            raise ValueError(f"--set {pair!r}: {text!r} is not a {kind.__name__}") from None
+    return overrides
+
+
+def bootstrap_interval(values, paired_with=None, seed=0, resamples=BOOTSTRAP_RESAMPLES):
+    """95% percentile-bootstrap interval (low, high) of the mean of ``values`` (one score per slice).
+
+    With ``paired_with`` (the other recipe's scores on the same slices, in the same order), the
+    interval is that of the mean difference ``values - paired_with``: each resample draws the same
+    slices for both recipes, so the slices' difficulty, shared by both, cancels out.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if paired_with is not None:
+        other = np.asarray(paired_with, dtype=np.float64)
+        if other.shape != values.shape:
+            raise ValueError(f"paired scores differ in shape: {values.shape} and {other.shape}")
+        values = values - other
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    low, high = np.percentile(values[draws].mean(axis=1), [2.5, 97.5])
+    return float(low), float(high)
 
 
 def split_three_ways(data, seed):
@@ -161,6 +207,8 @@ def run_one(recipe, args):
     run_dir = helpers.ensure_run_dir(Path(args.out) / recipe)
     config = helpers.training_config("class", epochs=args.epochs, steps_per_epoch=args.steps_per_epoch)
     config.time_budget_min = args.budget_min
+    overrides = parse_overrides(args.set) if recipe == "series" else {}
+    config = replace(config, **overrides)
     log = []
     begin = time.monotonic()
     (train_reference if recipe == "reference" else train_series)(config, train, val, held_out, run_dir, log)
@@ -169,6 +217,7 @@ def run_one(recipe, args):
     final_stage = history[history["stage"] == history["stage"].max()]
     result = {
         "recipe": recipe, "budget_min": args.budget_min, "seed": args.seed, "limit": args.limit,
+        "overrides": overrides,
         "backend": __import__("keras").backend.backend(),
         # images through training per second of epoch time (the validation pass included)
         "train_images_per_s": len(history) * len(train) / max(history["train_seconds"].iloc[-1], 1e-9),
@@ -202,7 +251,10 @@ def score_run(result, run_dir, val, held_out, other=None):
     begin = time.monotonic()
     held_pred = predictor.masks(held_out.images)
     scores["inference_images_per_s"] = len(held_out) / (time.monotonic() - begin)
-    scores["held_out_score"] = helpers.competition_score(held_out.masks, held_pred)
+    per_image = helpers.competition_score_per_image(held_out.masks, held_pred)
+    scores["held_out_score"] = float(per_image.mean())
+    scores["held_out_per_image"] = per_image.round(4).tolist()  # for intervals and paired comparisons
+    scores["held_out_ci95"] = bootstrap_interval(per_image)
     scores["held_out_pixel_iou"] = helpers.pixel_iou(held_out.masks, held_pred)
     if other is not None:
         scores["eval_dir_score"] = helpers.competition_score(other.masks, predictor.masks(other.images))
@@ -230,7 +282,8 @@ def rescore(args):
             raise SystemExit(f"{path} was measured on other data ({result['held_out']} held-out slices, "
                              f"not {len(held_out)}); pass the same --data-dir")
         scores = score_run(result, out / result["recipe"], val, held_out, other)
-        result.setdefault("rescored", []).append({key: result[key] for key in scores if key in result})
+        result.setdefault("rescored", []).append({key: result[key] for key in scores
+                                                  if key in result and key != "held_out_per_image"})
         result.update(scores)
         path.write_text(json.dumps(result, indent=2))
         print(f"{result['recipe']}: held-out {result['rescored'][-1]['held_out_score']:.4f} -> "
@@ -254,19 +307,36 @@ def minutes_to_reach(result, target):
     return None
 
 
+def gain_over_reference(result, reference):
+    """The held-out gain of ``result`` over ``reference`` and its paired 95% interval, or None."""
+    if reference is None or result is reference or not all(
+            "held_out_per_image" in r for r in (result, reference)):
+        return None
+    gain = result["held_out_score"] - reference["held_out_score"]
+    return gain, bootstrap_interval(result["held_out_per_image"], paired_with=reference["held_out_per_image"])
+
+
 def markdown_table(results):
     reference = next((r for r in results if r["recipe"] == "reference"), None)
     target = reference["held_out_score"] if reference else None
-    lines = ["| recipe | budget (min) | images/s | epochs | best val_loss | val score | held-out score "
-             "| eval-dir score | min to reference's score | inference images/s | peak memory (MB) |",
-             "|" + "---|" * 11]
+    lines = ["| recipe | budget (min) | images/s | epochs | best val_loss | val score | held-out score (95% interval) "
+             "| gain over the reference (paired 95% interval) | eval-dir score | min to reference's score "
+             "| inference images/s | peak memory (MB) |",
+             "|" + "---|" * 12]
     for r in results:
         reach = minutes_to_reach(r, target) if target is not None else None
+        name = r["recipe"] + "".join(f", {key}={value}" for key, value in r.get("overrides", {}).items())
+        held_out = f"{r['held_out_score']:.4f}"
+        if "held_out_ci95" in r:
+            held_out += " ({:.3f}–{:.3f})".format(*r["held_out_ci95"])
+        gain = gain_over_reference(r, reference)
+        gain = "-" if gain is None else "{:+.4f} ({:+.3f} to {:+.3f})".format(gain[0], *gain[1])
         lines.append(
-            f"| {r['recipe']} | {r['budget_min']:g} | {r['train_images_per_s']:.1f} "
+            f"| {name} | {r['budget_min']:g} | {r['train_images_per_s']:.1f} "
             f"| {' + '.join(map(str, r.get('stage_epochs', [r['epochs']])))} "
-            f"| {r['best_val_loss']:.4f} | {r['val_score']:.4f} | {r['held_out_score']:.4f} "
-            f"| {'-' if 'eval_dir_score' not in r else format(r['eval_dir_score'], '.4f')} | {'-' if reach is None else f'{reach:.1f}'} "
+            f"| {r['best_val_loss']:.4f} | {r['val_score']:.4f} | {held_out} | {gain} "
+            f"| {'-' if 'eval_dir_score' not in r else format(r['eval_dir_score'], '.4f')} "
+            f"| {'-' if reach is None else f'{reach:.1f}'} "
             f"| {r['inference_images_per_s']:.1f} | {r['peak_memory_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -285,8 +355,15 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/benchmark", help="folder for the runs and results")
     parser.add_argument("--rescore", action="store_true",
                         help="score the recipes already trained in --out again with the current post-processing")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change a TrainingConfig field of the series' recipe for this measurement "
+                             "(repeatable), e.g. --set finetune_share=0.3")
     parser.add_argument("--only", choices=RECIPES, help=argparse.SUPPRESS)  # one recipe, in this process
     args = parser.parse_args(argv)
+    try:
+        parse_overrides(args.set)
+    except ValueError as error:
+        parser.error(str(error))
 
     out = Path(args.out)
     if args.rescore:
@@ -303,6 +380,8 @@ def main(argv=None):
     unknown = set(recipes) - set(RECIPES)
     if unknown:
         parser.error(f"unknown recipe(s) {sorted(unknown)}; choose from {RECIPES}")
+    if args.set and "series" not in recipes:
+        parser.error("--set changes the series' recipe, which --recipes leaves out")
     if args.eval_dir:
         helpers.read_ids_csv(Path(args.eval_dir) / "train.csv", ["id", "rle_mask"])
     for name in recipes:

@@ -80,7 +80,9 @@ def main(argv=None):
         parser.error(f"{out} exists: choose another --out so no earlier measurement is overwritten")
     measured = json.loads(run.read_text())
     train, val, _ = compare_recipes.load_three_ways(args.data_dir, measured["seed"], measured.get("limit"))
-    config = helpers.training_config("class", steps_per_epoch=args.steps_per_epoch)
+    # the run's recipe, with the changes it was measured with (compare_recipes.py --set)
+    config = replace(helpers.training_config("class", steps_per_epoch=args.steps_per_epoch),
+                     **measured.get("overrides", {}))
     stage2 = replace(helpers.finetune_config(config), epochs=args.epochs)
     log = []
     helpers.train_stage(stage2, out / "stage2",

@@ -6,10 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import compare_recipes  # noqa: E402
 
 
 def _run(script, *args):
@@ -20,13 +24,22 @@ def _run(script, *args):
 def test_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "bench"
     short = ["--data-dir", "synthetic", "--epochs", 1, "--steps-per-epoch", 2, "--budget-min", 5]
-    done = _run("compare_recipes.py", *short, "--limit", 200, "--out", out)
+    done = _run("compare_recipes.py", *short, "--limit", 200, "--set", "finetune_learning_rate=0.0004", "--out", out)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert [r["recipe"] for r in results] == ["reference", "series"]
     for r in results:
         assert r["train"] + r["val"] + r["held_out"] == 200 and 36 <= r["held_out"] <= 44
         assert 0 <= r["held_out_score"] <= 1 and r["train_images_per_s"] > 0 and r["peak_memory_mb"] > 0
+        assert len(r["held_out_per_image"]) == r["held_out"]
+        assert np.mean(r["held_out_per_image"]) == pytest.approx(r["held_out_score"], abs=1e-4)
+        low, high = r["held_out_ci95"]
+        assert low <= r["held_out_score"] <= high
+    assert [r["overrides"] for r in results] == [{}, {"finetune_learning_rate": 0.0004}]  # --set: the series only
+    series_row = (out / "results.md").read_text().splitlines()[3]
+    assert series_row.startswith("| series, finetune_learning_rate=0.0004 |")
+    gain = results[1]["held_out_score"] - results[0]["held_out_score"]
+    assert f"| {gain:+.4f} (" in series_row  # the gain over the reference, with its paired interval
     assert [r["epochs"] for r in results] == [1, 2] and results[1]["stage_epochs"] == [1, 1]
     assert (out / "series" / "lovasz" / "best.keras").is_file()  # the series scores its stage-2 model
     assert [len(r["per_epoch"]) for r in results] == [1, 2]  # held-out scored after every epoch of both stages
@@ -48,7 +61,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
                            for v in ("lovasz", "symmetric-lovasz"))
     with open(out / "series" / "lovasz" / "history.csv") as history:
         recorded = float(next(csv.DictReader(history))["val_loss"])
-    assert baseline[0]["val_loss"] == pytest.approx(recorded, rel=1e-5)
+    assert baseline[0]["val_loss"] == pytest.approx(recorded, rel=1e-5)  # --set's learning rate carried over
     assert symmetric[0]["val_loss"] != pytest.approx(recorded, rel=1e-5)  # another loss, measured the same way
     assert all(0 <= row[f"score@{t}"] <= 1 for row in baseline + symmetric for t in (0.3, 0.5, 0.7))
     refused = _run("stage2_variants.py", *stage2, "--variant", "lovasz", "--out", tmp_path / "lovasz")
@@ -61,3 +74,34 @@ def test_benchmark_runs_end_to_end(tmp_path):
     (other / "reference.json").write_text(json.dumps(dict(results[0], limit=100)))
     refused = _run("compare_recipes.py", *short, "--limit", 200, "--recipes", "series", "--out", other)
     assert refused.returncode != 0 and "--limit" in refused.stderr and not (other / "series").exists()
+
+
+def test_set_changes_only_known_fields_with_their_type():
+    assert compare_recipes.parse_overrides(["finetune_share=0.3", "batch_size=16"]) == {
+        "finetune_share": 0.3, "batch_size": 16}
+    for bad in ("finetune_share", "no_such_field=1", "batch_size=1.5", "epochs=3", "steps_per_epoch=4"):
+        with pytest.raises(ValueError, match="--set"):
+            compare_recipes.parse_overrides([bad])
+    refused = _run("compare_recipes.py", "--set", "finetune_share=0.3", "--recipes", "reference", "--out", "unused")
+    assert refused.returncode != 0 and "--set" in refused.stderr and not (BENCHMARKS.parent / "unused").exists()
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_slices():
+    rng = np.random.default_rng(0)
+    few, many = rng.random(100), rng.random(2500)
+    (low_few, high_few), (low_many, high_many) = (compare_recipes.bootstrap_interval(v) for v in (few, many))
+    assert low_few < few.mean() < high_few and low_many < many.mean() < high_many
+    assert (high_many - low_many) < (high_few - low_few) / 3  # width shrinks like 1 / sqrt(slices)
+    assert compare_recipes.bootstrap_interval(np.full(50, 0.7)) == pytest.approx((0.7, 0.7))
+
+
+def test_paired_interval_cancels_the_difficulty_both_recipes_share():
+    rng = np.random.default_rng(1)
+    difficulty = rng.random(640)  # slices both recipes find equally hard
+    better, worse = difficulty + 0.02, difficulty
+    low, high = compare_recipes.bootstrap_interval(better, paired_with=worse)
+    assert low == pytest.approx(0.02) and high == pytest.approx(0.02)
+    unpaired_low, unpaired_high = compare_recipes.bootstrap_interval(better)
+    assert unpaired_high - unpaired_low > 0.03
+    with pytest.raises(ValueError, match="shape"):
+        compare_recipes.bootstrap_interval(better, paired_with=worse[:10])

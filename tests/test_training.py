@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,10 @@ def test_keras_averages_the_weights_the_way_03_train_teaches():
     got = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
     assert all(np.allclose(g, a, atol=1e-6) for g, a in zip(got, average))
     assert not all(np.allclose(g, r, atol=1e-6) for g, r in zip(got, raw[-1]))  # not the raw weights
+
+
+def test_a_config_out_of_range_names_the_field():
+    config = helpers.training_config("class")
+    for field, value in (("finetune_share", 1.0), ("batch_size", 0), ("learning_rate", -1e-3)):
+        with pytest.raises(ValueError, match=f"{field}={value!r}"):
+            replace(config, **{field: value})
