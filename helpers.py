@@ -942,9 +942,8 @@ def make_callbacks(config: TrainingConfig, run_dir, state=None):
     (x``plateau_factor`` after ``plateau_patience`` epochs without a lower
     val_loss); 3. EarlyStopping (after ``early_stop_patience``, restoring the
     best weights); 4. the best checkpoint (``best.keras``, atomic, only on
-    improvement); 5. the time
-    budget (stop when another epoch as long as the last would overrun it);
-    6. the run state that makes an interrupted run resumable. ``state`` (from
+    improvement); 5. the time budget (stop when another epoch as long as the
+    last would overrun it); 6. the run state that makes an interrupted run resumable. ``state`` (from
     :func:`load_run_state`) puts the counters back where they were.
     """
     import keras
@@ -1179,15 +1178,13 @@ def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, 
     first = replace(config, time_budget_min=budget * (1 - config.finetune_share)
                     if budget and config.finetune_epochs else budget)
     train_stage(first, run_dir, lambda: compile_unet(build_unet(config.base_filters, dropout=config.dropout),
-                                                      config.learning_rate, ema_momentum=config.ema_momentum),
-                 arrays, verbose, extra_callbacks)
+                                                     config.learning_rate, ema_momentum=config.ema_momentum),
+                arrays, verbose, extra_callbacks)
     if config.finetune_epochs:
         spent_min = load_run_state(run_dir)["train_seconds"] / 60
         second = finetune_config(config, time_budget_min=max(budget - spent_min, 1e-3) if budget else None)
-        train_stage(second, run_dir / FINETUNE_DIR,
-                     lambda: compile_unet(load_model_safely(run_dir / "best.keras"), second.learning_rate,
-                                          loss=lovasz_hinge_loss, ema_momentum=second.ema_momentum),
-                     arrays, verbose, extra_callbacks)
+        train_stage(second, run_dir / FINETUNE_DIR, lambda: finetune_model(run_dir / "best.keras", second),
+                    arrays, verbose, extra_callbacks)
     return training_history(run_dir)
 
 
@@ -1195,6 +1192,16 @@ def finetune_config(config: TrainingConfig, time_budget_min=None) -> TrainingCon
     """Stage 2's TrainingConfig: ``finetune_epochs`` at ``finetune_learning_rate``, its own seed and budget."""
     return replace(config, epochs=config.finetune_epochs, learning_rate=config.finetune_learning_rate,
                    seed=config.seed + 1, time_budget_min=time_budget_min)
+
+
+def finetune_model(checkpoint, config: TrainingConfig, loss=lovasz_hinge_loss):
+    """Stage 2's starting model: stage 1's ``checkpoint`` compiled with ``loss`` and ``config``'s Adam.
+
+    ``config`` is stage 2's own (from :func:`finetune_config`): its learning
+    rate and averaged weights.
+    """
+    return compile_unet(load_model_safely(checkpoint), config.learning_rate, loss=loss,
+                        ema_momentum=config.ema_momentum)
 
 
 def network_arrays(train: SaltData, val: SaltData) -> dict:

@@ -86,9 +86,8 @@ def main(argv=None):
     stage2 = replace(helpers.finetune_config(config), epochs=args.epochs)
     log = []
     helpers.train_stage(stage2, out / "stage2",
-                        lambda: helpers.compile_unet(helpers.load_model_safely(source / "series" / "best.keras"),
-                                                     stage2.learning_rate, loss=VARIANTS[args.variant],
-                                                     ema_momentum=stage2.ema_momentum),
+                        lambda: helpers.finetune_model(source / "series" / "best.keras", stage2,
+                                                       loss=VARIANTS[args.variant]),
                         helpers.network_arrays(train, val), extra_callbacks=[validation_scores(val, log)])
     (out / "scores.json").write_text(json.dumps({"from": str(source), "variant": args.variant, "epochs": log},
                                                 indent=2))
