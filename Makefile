@@ -1,5 +1,6 @@
 # salt-unet: `make run` runs the series, `make test` runs the tests.
 # Both create .venv from requirements.txt the first time (and again only when it changes).
+# make test-colab and make test-backends build venvs of their own (.venv-colab, .venv-backends).
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,14 +15,10 @@ export SALT_SETTING SALT_RUN_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: run test lab notebooks clean-venv
+.PHONY: run test test-colab test-backends lab notebooks clean-venv
 
 $(STAMP): requirements.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
-	touch $(STAMP)
+	$(call venv,$(VENV),requirements.txt)
 
 ## run: execute the four notebooks in order into $(SALT_RUN_DIR)/
 run: $(STAMP)
@@ -32,12 +29,42 @@ run: $(STAMP)
 	done
 	@echo "Done: executed notebooks, model, history and metrics.json are in $(SALT_RUN_DIR)/"
 
+NBVAL = -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+  --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+QUICK_SYNTHETIC = SALT_DATA_DIR=synthetic SALT_SETTING=quick SALT_RUN_DIR=$$(mktemp -d)/run
+
 ## test: unit tests, then nbval over the four notebooks (synthetic data, quick setting)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
-	SALT_DATA_DIR=synthetic SALT_SETTING=quick SALT_RUN_DIR=$$(mktemp -d)/run \
-	  $(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
-	  --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+	$(QUICK_SYNTHETIC) $(BIN)/python $(NBVAL)
+
+# A venv from a requirements file: $(call venv,FOLDER,FILES)
+define venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet $(foreach f,$(2),-r $(f))
+	$(1)/bin/python -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $(1)/.installed
+endef
+
+.venv-colab/.installed: requirements-colab.txt
+	$(call venv,.venv-colab,requirements-colab.txt)
+
+.venv-backends/.installed: requirements.txt requirements-backends.txt
+	$(call venv,.venv-backends,requirements.txt requirements-backends.txt)
+
+## test-colab: with Colab's own package versions (the floors): unit tests, nbval, and Colab simulated
+test-colab: .venv-colab/.installed
+	.venv-colab/bin/python -m pytest tests --ignore=tests/test_series.py --ignore=tests/test_benchmarks.py
+	$(QUICK_SYNTHETIC) .venv-colab/bin/python $(NBVAL)
+	SALT_COLAB_SIMULATION=1 .venv-colab/bin/python -m pytest tests/test_colab_simulation.py
+
+## test-backends: nbval over the four notebooks on the JAX and the PyTorch backends
+test-backends: .venv-backends/.installed
+	for backend in jax torch; do \
+	  echo "== KERAS_BACKEND=$$backend"; \
+	  KERAS_BACKEND=$$backend $(QUICK_SYNTHETIC) .venv-backends/bin/python $(NBVAL) || exit 1; \
+	done
 
 ## lab: open JupyterLab on the series
 lab: $(STAMP)
@@ -52,4 +79,4 @@ notebooks: $(STAMP)
 	cp $(addprefix $(REAL_RUN_DIR)/,$(NOTEBOOKS)) .
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-colab .venv-backends

@@ -48,6 +48,130 @@ class SaltDataError(ValueError):
 
 
 # ---------------------------------------------------------------------------
+# 0. Setup (the first cells of every notebook)
+# ---------------------------------------------------------------------------
+
+FLOORS_FILE = Path(__file__).resolve().parent / "requirements-floors.txt"
+"""The oldest versions the series is tested with; Colab's setup cell installs from this file."""
+
+
+def in_colab() -> bool:
+    """Whether this kernel is a Google Colab runtime (Colab imports ``google.colab`` at start)."""
+    import sys
+
+    return "google.colab" in sys.modules
+
+
+def version_floors(path=None) -> dict[str, str]:
+    """The package floors in ``requirements-floors.txt`` (or ``path``): {"keras": "3.13.2", ...}."""
+    floors = {}
+    for line in Path(path or FLOORS_FILE).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition(">=")
+            floors[name.strip()] = version.strip()
+    return floors
+
+
+def check_environment() -> str | None:
+    """Print the versions that matter, check them against the floors, and find a GPU.
+
+    Returns the GPU's name, or None (with a warning that says what that means).
+    Packages older than :func:`version_floors` raise an error that names them
+    and the command that upgrades them.
+    """
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+    import keras
+
+    floors = version_floors()
+    found = {}
+    for name in floors:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    print(f"Python {sys.version.split()[0]}, Keras {keras.__version__} on the {keras.backend.backend()} backend; "
+          + ", ".join(f"{name} {found[name]}" for name in ("numpy", "pandas", "scikit-image") if found.get(name)))
+    old = [f"{name} {found[name]} (needs {floor})" for name, floor in floors.items()
+           if found[name] and Version(found[name]) < Version(floor)]
+    missing = [name for name, have in found.items() if have is None
+               and not (name == "tensorflow" and keras.backend.backend() != "tensorflow")]
+    if old or missing:
+        raise RuntimeError("This series needs newer packages: " + ", ".join(old + [f"{m} (missing)" for m in missing])
+                           + f". Run: pip install -r {FLOORS_FILE.name}, then restart the kernel.")
+    gpu = find_gpu()
+    if gpu:
+        print(f"GPU: {gpu}")
+    else:
+        print("No GPU found: everything runs, but training is slow. The 'full' setting is capped at the class "
+              "setting's time budget here (see the parameters below). In Colab: Runtime > Change runtime type > GPU.")
+    return gpu
+
+
+def find_gpu() -> str | None:
+    """The name of the first GPU the Keras backend can use, or None on a CPU-only machine."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            gpus = [d for d in jax.devices() if d.platform == "gpu"]
+            return gpus[0].device_kind if gpus else None
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        import importlib
+
+        devices = importlib.import_module("tensorflow").config.list_physical_devices("GPU")
+        return devices[0].name if devices else None
+    except Exception:
+        return None
+
+
+def env_int(name, default=None):
+    """Read an integer environment variable, with a clear error for anything else."""
+    value = os.environ.get(name, "")
+    if value.strip() == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} must be a whole number") from None
+
+
+COLAB_DRIVE = Path(os.environ.get("SALT_COLAB_DRIVE", "/content/drive"))
+"""Where Colab mounts Google Drive (a test can point it elsewhere)."""
+
+
+def run_folder(run_dir=None, setting="full", use_drive=True) -> Path:
+    """The folder a run reads and writes, as a Path, printed.
+
+    ``run_dir`` (``SALT_RUN_DIR``), else ``runs/<setting>``. In Colab, with
+    ``use_drive``, a relative folder lives on Google Drive
+    (``MyDrive/salt-unet/runs/<setting>``): Colab opens each notebook in a
+    runtime of its own whose files vanish with it, so notebooks 1 to 4 share
+    their run folder, and an interrupted training resumes, only there. Drive
+    is mounted on first use (Colab asks once per runtime for permission).
+    """
+    folder = Path(run_dir) if run_dir else Path("runs") / setting
+    if in_colab() and use_drive and not folder.is_absolute():
+        from google.colab import drive
+
+        drive.mount(str(COLAB_DRIVE))  # a second call in the same runtime changes nothing
+        folder = COLAB_DRIVE / "MyDrive" / "salt-unet" / folder
+    print(f"Run folder: {folder}")
+    return folder
+
+
+# ---------------------------------------------------------------------------
 # 1. Data
 # ---------------------------------------------------------------------------
 
@@ -60,6 +184,9 @@ class SaltData:
     masks: (N, 101, 101) bool, True where there is salt.
     depths: (N,) float64 depth in feet (NaN where unknown).
     source: where the data came from, in words.
+    folder: the Kaggle-layout folder it was read from (a named folder, an
+    extracted zip or a kagglehub download), None for the synthetic stand-in;
+    its ``test/images`` are what a submission predicts.
     """
 
     ids: np.ndarray
@@ -67,6 +194,7 @@ class SaltData:
     masks: np.ndarray
     depths: np.ndarray
     source: str = ""
+    folder: Path | None = None
 
     def __len__(self):
         return len(self.ids)
@@ -74,7 +202,7 @@ class SaltData:
     def subset(self, index):
         """The samples at ``index`` (an int array or boolean mask)."""
         return SaltData(self.ids[index], self.images[index], self.masks[index],
-                        self.depths[index], self.source)
+                        self.depths[index], self.source, self.folder)
 
 
 def read_image_png(path) -> np.ndarray:
@@ -188,7 +316,7 @@ def load_tgs_folder(folder, limit=None) -> SaltData:
             out[i] = array
     ids = table["id"].to_numpy(dtype=str)
     z = np.array([depth_of.get(i, np.nan) for i in ids], dtype=np.float64)
-    return SaltData(ids, images, masks, z, source=f"Kaggle TGS data in {folder}")
+    return SaltData(ids, images, masks, z, source=f"Kaggle TGS data in {folder}", folder=folder)
 
 
 def load_test_images(folder, ids):
@@ -275,17 +403,46 @@ class DataSource:
 REAL_DATA_HOWTO = (
     "To use the real TGS data: create a Kaggle account, accept the rules of the "
     "'TGS Salt Identification Challenge' competition (a 403 error means they are not "
-    "accepted yet), create an API token (kaggle.json, or KAGGLE_USERNAME/KAGGLE_KEY, "
-    "or Colab secrets) and run again; or download the data yourself and set "
-    "SALT_DATA_DIR to its folder or zip."
+    "accepted yet), create an API token (Kaggle > Settings > API) and give it to this run as "
+    "KAGGLE_API_TOKEN: a Colab secret of that name (the key icon; allow this notebook to read it) "
+    "or an environment variable. The legacy kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY work too. "
+    "Or download the competition zip yourself and set SALT_DATA_DIR to it (or to its folder)."
 )
+
+KAGGLE_SECRETS = ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY")
+"""The names kagglehub reads credentials under: the API token first, the legacy pair second."""
+
+
+def kaggle_secrets_from_colab() -> None:
+    """In Colab, copy the Kaggle secrets the notebook may read into this process's environment.
+
+    kagglehub asks Colab only for ``KAGGLE_API_TOKEN`` and gives up when it is
+    missing, so secrets named ``KAGGLE_USERNAME`` / ``KAGGLE_KEY`` would never
+    be read. Each name in :data:`KAGGLE_SECRETS` that the environment lacks is
+    looked up; a secret that is missing or not shared with the notebook is
+    skipped. The values stay in this process: nothing is printed or written.
+    """
+    if not in_colab():
+        return
+    from google.colab import userdata
+
+    for name in KAGGLE_SECRETS:
+        if os.environ.get(name):
+            continue
+        try:
+            value = userdata.get(name)
+        except Exception:  # Colab raises when a secret is missing or the notebook may not read it
+            continue
+        if value and value.strip():
+            os.environ[name] = value.strip()
 
 
 def kaggle_credentials_present() -> bool:
-    """Whether kagglehub can find Kaggle credentials (env, kaggle.json or Colab secrets).
+    """Whether kagglehub can find Kaggle credentials (environment, kaggle.json or Colab secrets).
 
     Only says yes or no: the credentials themselves are never returned or printed.
     """
+    kaggle_secrets_from_colab()
     try:
         from kagglehub.config import get_kaggle_credentials
 
@@ -325,15 +482,27 @@ def resolve_data_source(data_dir=None, cache_dir="data", download=True) -> DataS
 
 
 def download_from_kaggle(cache_dir="data") -> Path:
-    """Download the competition files with kagglehub and return a Kaggle-layout folder."""
+    """Download the competition files with kagglehub and return a Kaggle-layout folder.
+
+    A failure says what to do, by its cause: accept the rules (403), check
+    the token (401), or, for anything else (no network, say), check the
+    connection or use a zip downloaded by hand or the synthetic stand-in.
+    """
     import kagglehub
 
     try:
         path = Path(kagglehub.competition_download(COMPETITION))
     except Exception as error:
         text = str(error)
-        hint = (" The competition rules have not been accepted: open "
-                f"https://www.kaggle.com/c/{COMPETITION}/rules and accept them." if "403" in text else "")
+        if "403" in text:
+            hint = (" The competition rules have not been accepted: open "
+                    f"https://www.kaggle.com/c/{COMPETITION}/rules and accept them.")
+        elif "401" in text:
+            hint = " Kaggle did not accept the credentials: create a new API token and set KAGGLE_API_TOKEN to it."
+        else:
+            hint = (" Check the internet connection and run again; or download the competition zip from "
+                    f"https://www.kaggle.com/c/{COMPETITION}/data and set SALT_DATA_DIR to it; or set "
+                    "SALT_DATA_DIR=synthetic to run on the synthetic stand-in.")
         raise SaltDataError(f"Kaggle download of {COMPETITION} failed: {type(error).__name__}.{hint}") from None
     zips = sorted(path.glob("*.zip"))
     if not (path / "train.csv").is_file() and len(zips) == 1:
@@ -345,7 +514,8 @@ def download_from_kaggle(cache_dir="data") -> Path:
 def load_salt_data(data_dir=None, limit=None, synthetic_count=4000, seed=0, cache_dir="data") -> SaltData:
     """Load the labelled data from wherever :func:`resolve_data_source` points, and say where.
 
-    Returns a SaltData; its ``source`` says what was used and is printed.
+    Returns a SaltData; its ``source`` says what was used and is printed, and
+    its ``folder`` is the Kaggle-layout folder actually read (None when synthetic).
     """
     source = resolve_data_source(data_dir, cache_dir=cache_dir)
     print(source.describe())
@@ -572,6 +742,21 @@ def load_split(run_dir, data: SaltData) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(index[~is_val]), np.sort(index[is_val])
 
 
+def split_for_run(run_dir, data: SaltData, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Notebook 1's split from ``run_dir/split.csv``, or, when it is missing, the same split made again.
+
+    The split depends only on the data and ``seed`` (the setting's), so
+    making it again gives the slices notebook 1 chose; it is saved and the
+    notebook says so. Returns (train_index, val_index) into ``data``.
+    """
+    if not (Path(run_dir) / "split.csv").is_file():
+        train_index, val_index = stratified_split(coverage_class(coverage(data.masks)), 0.2, seed=seed)
+        path = save_split(run_dir, data, train_index, val_index)
+        print(f"{path.name} was not in the run folder: made it again as 01_explore_data.ipynb makes it "
+              f"(the same data and seed {seed} give the same slices) and saved it there.")
+    return load_split(run_dir, data)
+
+
 # ---------------------------------------------------------------------------
 # 2. Metrics
 # ---------------------------------------------------------------------------
@@ -760,13 +945,15 @@ class TrainingConfig:
 
     def __post_init__(self):
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+                  "steps_per_epoch": self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+                  "time_budget_min": self.time_budget_min is None or self.time_budget_min > 0,
                   "finetune_epochs": self.finetune_epochs >= 0, "finetune_share": 0.0 <= self.finetune_share < 1.0,
                   "learning_rate": self.learning_rate > 0, "finetune_learning_rate": self.finetune_learning_rate > 0}
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
             raise ValueError(f"TrainingConfig: {', '.join(f'{n}={getattr(self, n)!r}' for n in wrong)} out of range "
-                             "(epochs and batch_size at least 1, finetune_epochs at least 0, finetune_share in "
-                             "[0, 1), learning rates above 0)")
+                             "(epochs, batch_size and steps_per_epoch at least 1, finetune_epochs at least 0, "
+                             "finetune_share in [0, 1), learning rates and time_budget_min above 0)")
 
 
 SETTINGS = {
@@ -779,32 +966,41 @@ SETTINGS = {
 }
 
 
-def training_config(setting="full", epochs=None, steps_per_epoch=None) -> TrainingConfig:
+NO_GPU_BUDGET_MIN = SETTINGS["class"]["time_budget_min"]
+"""The 'full' setting's time budget on a machine without a GPU: the class setting's."""
+
+
+def training_config(setting="full", epochs=None, steps_per_epoch=None, time_budget_min=None,
+                    gpu="not asked") -> TrainingConfig:
     """The TrainingConfig for 'full' (GPU), 'class' (CPU, 55 min) or 'quick' (smoke test).
 
-    ``epochs`` and ``steps_per_epoch``, when given, override the setting's own;
-    ``epochs`` caps both stages.
+    ``epochs`` caps both stages and ``steps_per_epoch`` shortens the epochs.
+    ``time_budget_min`` replaces the setting's time budget: minutes, or
+    ``"none"`` for no limit. ``gpu`` is what :func:`check_environment`
+    found: the 'full' setting on a machine without one (``gpu=None``) gets
+    the class setting's budget, and says so, unless ``time_budget_min`` says
+    otherwise. Every value is checked by :class:`TrainingConfig`.
     """
     if setting not in SETTINGS:
         raise ValueError(f"SALT_SETTING={setting!r} is not a setting; choose one of {sorted(SETTINGS)}")
     config = TrainingConfig(setting=setting, **SETTINGS[setting])
-    if epochs:
-        config.epochs = int(epochs)
-        config.finetune_epochs = min(config.finetune_epochs, int(epochs))
-    if steps_per_epoch:
-        config.steps_per_epoch = int(steps_per_epoch)
-    return config
-
-
-def env_int(name, default=None):
-    """Read an integer environment variable, with a clear error for anything else."""
-    value = os.environ.get(name, "")
-    if value.strip() == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r} must be a whole number") from None
+    changes = {}
+    if epochs is not None:
+        changes.update(epochs=int(epochs), finetune_epochs=min(config.finetune_epochs, int(epochs)))
+    if steps_per_epoch is not None:
+        changes["steps_per_epoch"] = int(steps_per_epoch)
+    if time_budget_min is not None:
+        no_limit = str(time_budget_min).strip().lower() == "none"
+        try:
+            changes["time_budget_min"] = None if no_limit else float(time_budget_min)
+        except ValueError:
+            raise ValueError(f"SALT_TIME_BUDGET_MIN={time_budget_min!r} must be a number of minutes or 'none'") from None
+    elif setting == "full" and gpu is None:
+        changes["time_budget_min"] = NO_GPU_BUDGET_MIN
+        print(f"No GPU: the 'full' setting trains for at most {NO_GPU_BUDGET_MIN:g} minutes here (the class "
+              f"setting's budget). To train without a limit anyway, set TIME_BUDGET_MIN = 'none' in the "
+              f"parameters cell (or SALT_TIME_BUDGET_MIN=none).")
+    return replace(config, **changes)
 
 
 def make_train_feed(x, y, batch_size, seed=0, flip=True, steps_per_epoch=None, start_epoch=0):
@@ -844,29 +1040,6 @@ def make_train_feed(x, y, batch_size, seed=0, flip=True, steps_per_epoch=None, s
             self._order()
 
     return TrainFeed()
-
-
-def find_gpu() -> str | None:
-    """The name of the first GPU the Keras backend can use, or None on a CPU-only machine."""
-    import keras
-
-    backend = keras.backend.backend()
-    try:
-        if backend == "jax":
-            import jax
-
-            gpus = [d for d in jax.devices() if d.platform == "gpu"]
-            return str(gpus[0]) if gpus else None
-        if backend == "torch":
-            import torch
-
-            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        import importlib
-
-        devices = importlib.import_module("tensorflow").config.list_physical_devices("GPU")
-        return devices[0].name if devices else None
-    except Exception:
-        return None
 
 
 def ensure_run_dir(run_dir) -> Path:
@@ -1310,13 +1483,23 @@ def threshold_sweep(truth, probs, thresholds=PIXEL_THRESHOLDS) -> pd.DataFrame:
 
 
 def remove_small_components(masks, min_pixels) -> np.ndarray:
-    """Drop connected salt regions smaller than ``min_pixels`` from (N, H, W) bool masks."""
-    from skimage.morphology import remove_small_objects
+    """Drop connected salt regions smaller than ``min_pixels`` from (N, H, W) bool masks.
 
-    masks = _as_batch(masks)
+    Regions are 4-connected (pixels that share an edge). Written with
+    ``skimage.measure.label`` alone, which behaves the same in every
+    scikit-image release the series supports.
+    """
+    from skimage.measure import label
+
+    masks = _as_batch(masks).copy()
     if min_pixels <= 0:
-        return masks.copy()
-    return np.stack([remove_small_objects(m, max_size=min_pixels - 1) if m.any() else m for m in masks])
+        return masks
+    for mask in masks:
+        if mask.any():
+            regions = label(mask, connectivity=1)
+            sizes = np.bincount(regions.ravel())
+            mask[sizes[regions] < min_pixels] = False
+    return masks
 
 
 def masks_from_probabilities(probs, threshold=0.5, min_pixels=0, min_peak=0.0) -> np.ndarray:

@@ -205,8 +205,8 @@ def run_one(recipe, args):
     other = helpers.load_tgs_folder(args.eval_dir) if args.eval_dir else None  # a bad folder fails now
     train, val, held_out = load_three_ways(args.data_dir, args.seed, args.limit)
     run_dir = helpers.ensure_run_dir(Path(args.out) / recipe)
-    config = helpers.training_config("class", epochs=args.epochs, steps_per_epoch=args.steps_per_epoch)
-    config.time_budget_min = args.budget_min
+    config = helpers.training_config("class", epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                                     time_budget_min=args.budget_min)
     overrides = parse_overrides(args.set) if recipe == "series" else {}
     config = replace(config, **overrides)
     log = []

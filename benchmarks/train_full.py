@@ -57,8 +57,8 @@ def main(argv=None):
 
     import keras
 
-    config = helpers.training_config(args.setting, epochs=args.epochs)
     gpu = helpers.find_gpu()
+    config = helpers.training_config(args.setting, epochs=args.epochs, gpu=gpu)
     classes = helpers.coverage_class(helpers.coverage(data.masks))
     train_index, val_index = helpers.stratified_split(classes, val_fraction=0.2, seed=config.seed)
     train, val = data.subset(train_index), data.subset(val_index)

@@ -60,19 +60,19 @@ def test_failed_download_does_not_echo_the_key(monkeypatch):
     assert "accept them" in str(error.value) and FAKE_KEY not in str(error.value)
 
 
-@pytest.mark.parametrize("notebook, first", [
-    ("02_build_unet.ipynb", "01_explore_data.ipynb"),
-    ("03_train.ipynb", "01_explore_data.ipynb"),
-    ("04_evaluate.ipynb", "01_explore_data.ipynb"),
-])
-def test_out_of_order_says_what_to_run_first(tmp_path, notebook, first):
-    with pytest.raises(papermill.PapermillExecutionError, match=f"run {first} first"):
-        execute(notebook, tmp_path, {})
+def test_a_runtime_without_the_split_makes_the_same_one(tmp_path, series_with_fake_credentials):
+    """02 in an empty run folder (a Colab runtime of its own, say) makes notebook 1's split again."""
+    execute("02_build_unet.ipynb", tmp_path, {})
+    made = (tmp_path / "split.csv").read_text()
+    assert made == (series_with_fake_credentials / "split.csv").read_text()
+    assert "made it again" in (tmp_path / "02_build_unet.ipynb").read_text()
 
 
-def test_evaluate_before_train_says_run_train(tmp_path):
-    data = helpers.make_synthetic_dataset(helpers.training_config("quick").synthetic_count)
-    train, val = helpers.stratified_split(helpers.coverage_class(helpers.coverage(data.masks)), seed=42)
-    helpers.save_split(tmp_path, data, train, val)
-    with pytest.raises(papermill.PapermillExecutionError, match="run 03_train.ipynb first"):
+@pytest.mark.parametrize("with_split", [False, True])
+def test_evaluate_before_train_says_run_train(tmp_path, with_split):
+    if with_split:
+        data = helpers.make_synthetic_dataset(helpers.training_config("quick").synthetic_count)
+        train, val = helpers.stratified_split(helpers.coverage_class(helpers.coverage(data.masks)), seed=42)
+        helpers.save_split(tmp_path, data, train, val)
+    with pytest.raises(papermill.PapermillExecutionError, match=f"run 03_train.ipynb first .*{tmp_path.name}"):
         execute("04_evaluate.ipynb", tmp_path, {})
