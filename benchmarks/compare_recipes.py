@@ -42,7 +42,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -136,18 +136,18 @@ class ReferenceModel:
 class SeriesModel:
     """The series' prediction path with the post-processing chosen on validation."""
 
-    def __init__(self, model, choice):
+    def __init__(self, model, choice: helpers.Postprocessing):
         self.model, self.choice = model, choice
 
     @classmethod
     def tuned_on(cls, model, val):
-        """Choose threshold, flip TTA and component size on ``val`` as 04_evaluate does."""
-        choice = helpers.tune_postprocessing(val.masks, helpers.predict_salt(model, val.images),
-                                             helpers.predict_salt(model, val.images, flip_tta=True))
-        return cls(model, {k: choice[k] for k in ("threshold", "flip_tta", "min_peak", "min_pixels")})
+        """Choose threshold, flip TTA, the empty-slice rule and component size on ``val`` as 04_evaluate does."""
+        choice, _, _ = helpers.tune_postprocessing(val.masks, helpers.predict_salt(model, val.images),
+                                                   helpers.predict_salt(model, val.images, flip_tta=True))
+        return cls(model, choice)
 
     def masks(self, images):
-        return helpers.apply_postprocessing(self.model, images, self.choice)
+        return self.choice.predict(self.model, images)
 
 
 def score_each_epoch(predict_masks, held_out, log):
@@ -188,9 +188,9 @@ def train_reference(config, train, val, held_out, run_dir, log):
     seed_unet = helpers.build_unet(config.base_filters, dropout=config.dropout, bn_momentum=0.99)  # Keras' default
     model = helpers.compile_unet(seed_unet, config.learning_rate, loss="binary_crossentropy",
                                  ema_momentum=config.ema_momentum)
-    feed = helpers.make_train_feed(x_train, y_train, config.batch_size, seed=config.seed, flip=False,
-                                   steps_per_epoch=config.steps_per_epoch)
-    callbacks = helpers.with_extra_callbacks(helpers.make_callbacks(config, run_dir), [
+    feed = helpers.TrainFeed(x_train, y_train, config.batch_size, seed=config.seed, flip=False,
+                             steps_per_epoch=config.steps_per_epoch)
+    callbacks = helpers.make_callbacks(config, run_dir, extra=[
         score_each_epoch(lambda m, images: ReferenceModel(m).masks(images), held_out, log)])
     model.fit(feed, validation_data=(x_val, y_val), epochs=config.epochs, verbose=2, callbacks=callbacks)
 
@@ -241,13 +241,12 @@ def score_run(result, run_dir, val, held_out, other=None):
     model = helpers.load_model_safely(run_dir / helpers.FINETUNE_DIR / "best.keras" if stages > 1
                                       else run_dir / "best.keras")
     if result["recipe"] == "reference":
-        predictor = ReferenceModel(model)
-        choice = {"threshold": 0.5, "flip_tta": False, "min_peak": 0.0, "min_pixels": 0}
+        predictor, choice = ReferenceModel(model), helpers.Postprocessing()  # threshold 0.5, nothing else
     else:
         predictor = SeriesModel.tuned_on(model, val)
         choice = predictor.choice
     scores = {"val_score": helpers.competition_score(val.masks, predictor.masks(val.images)),
-              "postprocessing": choice}
+              "postprocessing": asdict(choice)}
     begin = time.monotonic()
     held_pred = predictor.masks(held_out.images)
     scores["inference_images_per_s"] = len(held_out) / (time.monotonic() - begin)

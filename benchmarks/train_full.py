@@ -21,6 +21,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,8 @@ def main(argv=None):
     model = helpers.load_model_safely(helpers.final_checkpoint(out, config))
     probs = helpers.predict_salt(model, val.images)
     probs_tta = helpers.predict_salt(model, val.images, flip_tta=True)
-    choice = helpers.tune_postprocessing(val.masks, probs, probs_tta)
-    final = helpers.masks_from_probabilities(probs_tta if choice["flip_tta"] else probs, choice["threshold"],
-                                             choice["min_pixels"], choice["min_peak"])
+    choice, _, _ = helpers.tune_postprocessing(val.masks, probs, probs_tta)
+    final = choice.masks(probs_tta if choice.flip_tta else probs)
     stages = []
     for stage, part in history.groupby("stage"):
         stages.append({"stage": int(stage), "epochs": len(part),
@@ -91,7 +91,7 @@ def main(argv=None):
         "train_minutes": round(float(history["train_seconds"].iloc[-1]) / 60, 2), "wall_minutes": round(wall_min, 2),
         "val_score_at_0.5": round(helpers.competition_score(val.masks, probs > 0.5), 4),
         "val_score_postprocessed": round(helpers.competition_score(val.masks, final), 4),
-        "postprocessing": {k: choice[k] for k in ("threshold", "flip_tta", "min_peak", "min_pixels")},
+        "postprocessing": asdict(choice),
     }
     (out / "train_full.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

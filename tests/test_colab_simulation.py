@@ -103,7 +103,8 @@ def test_setup_cell_runs_twice_and_after_a_restart(colab, tmp_path):
     first = nbformat.read(ROOT / "01_explore_data.ipynb", as_version=4)
     setup = first.cells[2]
     assert "helpers.check_environment()" in setup.source
-    twice = nbformat.v4.new_notebook(cells=[setup, setup], metadata=first.metadata)
+    twice = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(setup.source) for _ in range(2)],
+                                     metadata=first.metadata)
     path = tmp_path / "setup_twice.ipynb"
     nbformat.write(twice, path)
     out, _ = colab["run"](path)
@@ -159,7 +160,8 @@ def test_colab_secrets_reach_kagglehub(colab):
     path = colab["base"] / "secrets.ipynb"
     first = nbformat.read(ROOT / "01_explore_data.ipynb", as_version=4)
     check = nbformat.v4.new_code_cell("print('kaggle source:', helpers.resolve_data_source().kind)")
-    nbformat.write(nbformat.v4.new_notebook(cells=[first.cells[2], check], metadata=first.metadata), path)
+    setup = nbformat.v4.new_code_cell(first.cells[2].source)
+    nbformat.write(nbformat.v4.new_notebook(cells=[setup, check], metadata=first.metadata), path)
     out, log = colab["run"](path, secrets={"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": key}, SALT_DATA_DIR="")
     assert "kaggle source: kaggle" in text_of(out)
     assert key not in log and key not in out.read_text()

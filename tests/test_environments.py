@@ -235,3 +235,12 @@ def test_gpu_training_record_is_committed_and_complete():
     assert record["setting"] == "full" and record["backend"] == "jax"
     assert [stage["stage"] for stage in record["stages"]] == [1, 2]
     assert 0 < record["val_score_at_0.5"] <= record["val_score_postprocessed"] <= 1
+
+
+def test_native_stderr_is_silenced_only_inside_the_block(capfd):
+    import os
+
+    with helpers.native_stderr_silenced():
+        os.write(2, b"I0000 a TensorFlow start-up line\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"

@@ -100,12 +100,14 @@ def test_tune_postprocessing_picks_threshold_flips_and_cleaning():
     probs[2, 0, 0] = 0.9  # a stray pixel on an empty slice
     flipped = np.where(truth, 0.3, 0.1).astype(np.float32)  # flips made it worse here:
     flipped[2:, :10, :10] = 0.5  # large false regions on both empty slices
-    choice = helpers.tune_postprocessing(truth, probs, flipped)
-    assert choice["flip_tta"] is False
-    assert 0.1 <= choice["threshold"] < 0.62
-    assert choice["min_pixels"] > 0  # the stray pixel must go; no peak rule can remove it (0.9 > 0.62)
+    choice, _, _ = helpers.tune_postprocessing(truth, probs, flipped)
+    assert choice.flip_tta is False
+    assert 0.1 <= choice.threshold < 0.62
+    assert choice.min_pixels > 0  # the stray pixel must go; no peak rule can remove it (0.9 > 0.62)
     assert helpers.competition_score(truth, helpers.masks_from_probabilities(
-        probs, choice["threshold"], choice["min_pixels"], choice["min_peak"])) == 1.0
+        probs, choice.threshold, choice.min_pixels, choice.min_peak)) == 1.0
+    assert np.array_equal(choice.masks(probs), helpers.masks_from_probabilities(
+        probs, choice.threshold, choice.min_pixels, choice.min_peak))
 
 
 def test_the_empty_slice_rule_clears_only_unconfident_images():
@@ -124,12 +126,12 @@ def test_tune_postprocessing_adds_the_empty_slice_rule_only_when_it_pays():
     truth[:2, 5:15, 5:15] = True
     probs = np.where(truth, 0.95, 0.05).astype(np.float32)
     probs[2:, 2:12, 2:12] = 0.55  # large, hesitant false salt on both empty slices: only the rule removes it
-    choice = helpers.tune_postprocessing(truth, probs, probs)
-    assert choice["min_peak"] > 0.55 and choice["flip_tta"] is False  # flips add nothing here: kept off
+    choice, _, _ = helpers.tune_postprocessing(truth, probs, probs)
+    assert choice.min_peak > 0.55 and choice.flip_tta is False  # flips add nothing here: kept off
     assert helpers.competition_score(truth, helpers.masks_from_probabilities(
-        probs, choice["threshold"], choice["min_pixels"], choice["min_peak"])) == 1.0
+        probs, choice.threshold, choice.min_pixels, choice.min_peak)) == 1.0
     clean = np.where(truth, 0.95, 0.05).astype(np.float32)
-    assert helpers.tune_postprocessing(truth, clean, clean)["min_peak"] == 0.0  # nothing to fix: no rule
+    assert helpers.tune_postprocessing(truth, clean, clean)[0].min_peak == 0.0  # nothing to fix: no rule
 
 
 def numpy_soft_dice_loss(truth, probs, smooth=1.0):

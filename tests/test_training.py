@@ -304,3 +304,31 @@ def test_a_config_out_of_range_names_the_field():
     for field, value in (("finetune_share", 1.0), ("batch_size", 0), ("learning_rate", -1e-3)):
         with pytest.raises(ValueError, match=f"{field}={value!r}"):
             replace(config, **{field: value})
+
+
+def test_keras_still_keeps_where_the_average_is_in_the_attribute_the_series_sets():
+    """AveragedWeights sets SwapEMAWeights' private _ema_weights_in_model: fail loudly if Keras renames it."""
+    import inspect
+
+    import keras
+
+    assert keras.callbacks.SwapEMAWeights(swap_on_epoch=True)._ema_weights_in_model is False
+    assert "_ema_weights_in_model" in inspect.getsource(keras.callbacks.SwapEMAWeights.on_epoch_begin)
+    assert helpers.AveragedWeights(resumed=True)._ema_weights_in_model is True
+    assert helpers.AveragedWeights()._ema_weights_in_model is False
+
+
+def test_checkpoints_saved_before_the_losses_were_registered_still_load(tmp_path):
+    """Older best.keras files name the loss as a plain function ('bce_dice_loss'); they load with it."""
+    import keras
+
+    def bce_dice_loss(y_true, y_pred):  # an unregistered function of that name, as the series saved it before
+        return keras.ops.mean(y_pred)
+
+    model = helpers.build_unet(base_filters=2)
+    model.compile(optimizer="adam", loss=bce_dice_loss)
+    model.save(tmp_path / "old.keras")
+    assert helpers.load_model_safely(tmp_path / "old.keras").loss is helpers.bce_dice_loss
+    model.compile(optimizer="adam", loss=helpers.lovasz_hinge_loss)
+    model.save(tmp_path / "new.keras")
+    assert helpers.load_model_safely(tmp_path / "new.keras").loss is helpers.lovasz_hinge_loss
