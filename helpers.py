@@ -56,7 +56,33 @@ def native_stderr_silenced():
         os.close(saved)
 
 
+NATIVE_LOG = None
+"""In a notebook kernel, the file that compiled libraries' log lines go to (see :func:`check_environment`)."""
+
+
+def divert_native_logs_in_a_notebook():
+    """In a Jupyter kernel, send what compiled libraries write to the process's stderr to a file.
+
+    TensorFlow logs through absl, below Python, and ``TF_CPP_MIN_LOG_LEVEL``
+    does not stop those lines: a notebook would show them in its cells'
+    outputs (start-up notes, CUDA probes, data-pipeline notes). Python's own
+    warnings and errors do not pass there in a kernel, so they still show.
+    The file is :data:`NATIVE_LOG`, in the temporary folder. Outside a kernel
+    nothing changes.
+    """
+    global NATIVE_LOG
+    if "ipykernel" not in sys.modules or NATIVE_LOG is not None:
+        return
+    import tempfile
+
+    NATIVE_LOG = Path(tempfile.gettempdir()) / f"salt-unet-native-{os.getpid()}.log"
+    handle = os.open(NATIVE_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(handle, 2)
+    os.close(handle)
+
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+divert_native_logs_in_a_notebook()
 with native_stderr_silenced():
     import keras  # noqa: E402  (with TensorFlow as its backend, this starts TensorFlow)
 from keras import layers, ops  # noqa: E402
@@ -641,6 +667,46 @@ def describe_model(model) -> list[tuple[str, str, int]]:
     return [(layer.name, type(layer).__name__, layer.count_params()) for layer in model.layers]
 
 
+def plot_unet(model, input_size=PADDED_SIZE, ax=None):
+    """Draw the UNet's U from the model itself: each level's block as a box labelled H×W×filters.
+
+    ``model``: a UNet with the layer names of :func:`build_unet`; the filters
+    are read from its layers, the sizes follow from ``input_size`` (halved at
+    every level down). Down the left side the contracting
+    path, the bottleneck at the bottom, up the right side the expanding
+    path; dashed arrows are the skip connections. Returns the matplotlib axes.
+    """
+    import matplotlib.pyplot as plt
+
+    depth = sum(1 for layer in model.layers if layer.name.endswith("_pool"))
+    ax = ax or plt.subplots(figsize=(10, 5))[1]
+
+    def box(name, level, x, y, label):
+        size, channels = input_size // 2 ** level, model.get_layer(name).output.shape[-1]
+        ax.add_patch(plt.Rectangle((x - 0.4, y - 0.3), 0.8, 0.6, facecolor="tab:orange", alpha=0.35,
+                                   edgecolor="black"))
+        ax.text(x, y + 0.05, label, ha="center", fontsize=9, weight="bold")
+        ax.text(x, y - 0.18, f"{size}×{size}×{channels}", ha="center", fontsize=8)
+
+    for level in range(depth):
+        y = depth - level
+        box(f"down{level + 1}_relu2", level, level, y, f"down {level + 1}")
+        box(f"up{level + 1}_relu2", level, 2 * depth - level, y, f"up {level + 1}")
+        ax.annotate("", xy=(2 * depth - level - 0.42, y), xytext=(level + 0.42, y),
+                    arrowprops=dict(arrowstyle="->", linestyle="--", color="tab:blue"))
+        ax.annotate("", xy=(level + 0.75, y - 0.7), xytext=(level + 0.2, y - 0.32),
+                    arrowprops=dict(arrowstyle="->", color="gray"))
+        ax.annotate("", xy=(2 * depth - level - 0.2, y - 0.32), xytext=(2 * depth - level - 0.75, y - 0.7),
+                    arrowprops=dict(arrowstyle="->", color="gray"))
+    box("bottleneck_relu2", depth, depth, 0, "bottleneck")
+    ax.text(depth, depth + 0.15, "skip connections (concatenated)", ha="center", color="tab:blue", fontsize=9)
+    ax.text(0.6, 0.4, "max pool\n(halves H, W)", fontsize=8, color="gray")
+    ax.text(2 * depth - 1.4, 0.4, "transposed conv\n(doubles H, W)", fontsize=8, color="gray")
+    ax.set(xlim=(-0.7, 2 * depth + 0.7), ylim=(-0.6, depth + 0.5))
+    ax.axis("off")
+    return ax
+
+
 # ---------------------------------------------------------------------------
 # 3. Training (03_train): losses, Adam, flips, callbacks, the two stages
 # ---------------------------------------------------------------------------
@@ -982,28 +1048,46 @@ def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, 
     """Train (or resume) the series' two stages into ``run_dir``; return :func:`training_history`.
 
     Stage 1 builds the UNet and trains it with :func:`bce_dice_loss` into
-    ``run_dir`` (best.keras + best.json, history.csv, resume/). Stage 2, when
-    ``config.finetune_epochs`` > 0, loads stage 1's best.keras and trains it
-    with :func:`lovasz_hinge_loss` into ``run_dir/lovasz/``. Each stage has
-    its own callbacks and resume state (the two losses are not comparable),
-    so a run cut off in either stage continues where it stopped, and a
-    finished stage is not trained again. ``extra_callbacks`` (measurements,
-    say) run in both stages, after the time budget and before the run state.
+    ``run_dir`` (best.keras + best.json, history.csv, resume/): the cells of
+    03_train do exactly this. Stage 2 is :func:`train_stage_two`. Each stage
+    has its own callbacks and resume state (the two losses are not
+    comparable), so a run cut off in either stage continues where it
+    stopped, and a finished stage is not trained again. ``extra_callbacks``
+    (measurements, say) run in both stages, after the time budget and before
+    the run state.
     """
     run_dir = ensure_run_dir(run_dir)
     arrays = network_arrays(train, val)
-    budget = config.time_budget_min
-    first = replace(config, time_budget_min=budget * (1 - config.finetune_share)
-                    if budget and config.finetune_epochs else budget)
-    train_stage(first, run_dir, lambda: compile_unet(build_unet(config.base_filters, dropout=config.dropout),
-                                                     config.learning_rate, ema_momentum=config.ema_momentum),
+    first = stage_one_config(config)
+    train_stage(first, run_dir, lambda: compile_unet(build_unet(first.base_filters, dropout=first.dropout),
+                                                     first.learning_rate, ema_momentum=first.ema_momentum),
                 arrays, verbose, extra_callbacks)
-    if config.finetune_epochs:
-        spent_min = load_run_state(run_dir)["train_seconds"] / 60
-        second = finetune_config(config, time_budget_min=max(budget - spent_min, 1e-3) if budget else None)
-        train_stage(second, run_dir / FINETUNE_DIR, lambda: finetune_model(run_dir / "best.keras", second),
-                    arrays, verbose, extra_callbacks)
+    train_stage_two(config, run_dir, arrays, verbose, extra_callbacks)
     return training_history(run_dir)
+
+
+def stage_one_config(config: TrainingConfig) -> TrainingConfig:
+    """Stage 1's TrainingConfig: with a time budget and a stage 2, stage 1 gets ``1 - finetune_share`` of it."""
+    if config.time_budget_min and config.finetune_epochs:
+        return replace(config, time_budget_min=config.time_budget_min * (1 - config.finetune_share))
+    return config
+
+
+def train_stage_two(config: TrainingConfig, run_dir, arrays, verbose=2, extra_callbacks=()):
+    """Stage 2 (when ``config.finetune_epochs`` > 0): stage 1's best.keras fine-tuned with the Lovász hinge.
+
+    It trains into ``run_dir/lovasz/`` with :func:`finetune_config` and
+    whatever is left of the time budget after stage 1. ``arrays`` comes from
+    :func:`network_arrays`.
+    """
+    if not config.finetune_epochs:
+        return
+    run_dir = Path(run_dir)
+    budget = config.time_budget_min
+    spent_min = load_run_state(run_dir)["train_seconds"] / 60
+    second = finetune_config(config, time_budget_min=max(budget - spent_min, 1e-3) if budget else None)
+    train_stage(second, run_dir / FINETUNE_DIR, lambda: finetune_model(run_dir / "best.keras", second),
+                arrays, verbose, extra_callbacks)
 
 
 def finetune_config(config: TrainingConfig, time_budget_min=None) -> TrainingConfig:
@@ -1219,6 +1303,23 @@ def tune_postprocessing(truth, probs, probs_flipped, sizes=(0, 10, 25, 50, 100, 
     return Postprocessing(threshold, flip_tta, min_peak, int(cleaning.idxmax())), rules, cleaning
 
 
+def error_overlay(image, truth, pred) -> np.ndarray:
+    """An RGB picture of one prediction's hits and misses over its slice.
+
+    image: (H, W) uint8; truth, pred: (H, W) bool. Returns (H, W, 3) float in
+    [0, 1]: the slice in gray, true positives (salt found) tinted green, false
+    positives (salt predicted where there is none) red, false negatives (salt
+    missed) blue.
+    """
+    gray = np.repeat((np.asarray(image, np.float32) / 255.0)[..., None], 3, axis=2)
+    colours = {(True, True): (0.1, 0.8, 0.1), (False, True): (0.9, 0.1, 0.1), (True, False): (0.1, 0.3, 0.95)}
+    out = gray.copy()
+    for (is_salt, predicted), colour in colours.items():
+        where = (truth == is_salt) & (pred == predicted)
+        out[where] = 0.45 * gray[where] + 0.55 * np.array(colour)
+    return out
+
+
 def write_submission(model, folder, out_path, postprocessing=Postprocessing(), chunk=1000) -> int:
     """Predict every ``<folder>/test/images/*.png`` and write a Kaggle submission.csv.
 
@@ -1374,7 +1475,7 @@ def load_tgs_folder(folder, limit=None) -> SaltData:
             out[i] = array
     ids = table["id"].to_numpy(dtype=str)
     z = np.array([depth_of.get(i, np.nan) for i in ids], dtype=np.float64)
-    return SaltData(ids, images, masks, z, source=f"Kaggle TGS data in {folder}", folder=folder)
+    return SaltData(ids, images, masks, z, source=f"the real TGS data (folder '{folder.name}')", folder=folder)
 
 
 def load_test_images(folder, ids):
@@ -1455,7 +1556,9 @@ class DataSource:
         if self.kind == "synthetic":
             return ("Data source: the SYNTHETIC stand-in (generated seismic-like slices, not real data). "
                     + self.reason + " " + REAL_DATA_HOWTO)
-        return f"Data source: {self.kind} {self.path} ({self.reason})"
+        what = {"folder": "a Kaggle-layout folder", "zip": "the competition zip", "kaggle": "a Kaggle download"}
+        name = f" '{self.path.name}'" if self.path else ""
+        return f"Data source: the real TGS data, {what[self.kind]}{name} ({self.reason})"
 
 
 REAL_DATA_HOWTO = (

@@ -93,6 +93,29 @@ def bootstrap_interval(values, paired_with=None, seed=0, resamples=BOOTSTRAP_RES
     return float(low), float(high)
 
 
+def conv_gflop_per_image(model, size):
+    """Floating-point operations of one forward pass on a size x size image, in GFLOP (convolutions only).
+
+    Each Conv2D costs 2 * H_out * W_out * K_h * K_w * C_in * C_out; a Conv2DTranspose the same
+    counted over its input positions. Batch norm, activations and pooling are left out (a few
+    percent). A training step costs about three forward passes (forward, and the backward
+    pass's two products per layer).
+    """
+    import keras
+
+    convs = [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
+    outputs = keras.Model(model.inputs, [layer.output for layer in convs])(np.zeros((1, size, size, 1), "float32"))
+    total = 0
+    for layer, out in zip(convs, outputs):
+        height, width = out.shape[1:3]
+        kh, kw = layer.kernel.shape[:2]
+        if isinstance(layer, keras.layers.Conv2DTranspose):  # kernel (kh, kw, out, in), over the input positions
+            total += 2 * (height // layer.strides[0]) * (width // layer.strides[1]) * kh * kw * layer.kernel.shape[2] * layer.kernel.shape[3]
+        else:
+            total += 2 * height * width * kh * kw * layer.kernel.shape[2] * layer.kernel.shape[3]
+    return total / 1e9
+
+
 def split_three_ways(data, seed):
     """Indices of train, validation and held-out: held-out 20% first, then 80/20 of the rest."""
     classes = helpers.coverage_class(helpers.coverage(data.masks))
@@ -247,6 +270,9 @@ def score_run(result, run_dir, val, held_out, other=None):
         choice = predictor.choice
     scores = {"val_score": helpers.competition_score(val.masks, predictor.masks(val.images)),
               "postprocessing": asdict(choice)}
+    input_size = 128 if result["recipe"] == "reference" else helpers.PADDED_SIZE
+    scores["forward_gflop"] = conv_gflop_per_image(model, input_size)
+    scores["train_gflop_per_s"] = 3 * scores["forward_gflop"] * result["train_images_per_s"]  # an estimate
     begin = time.monotonic()
     held_pred = predictor.masks(held_out.images)
     scores["inference_images_per_s"] = len(held_out) / (time.monotonic() - begin)
@@ -318,10 +344,10 @@ def gain_over_reference(result, reference):
 def markdown_table(results):
     reference = next((r for r in results if r["recipe"] == "reference"), None)
     target = reference["held_out_score"] if reference else None
-    lines = ["| recipe | budget (min) | images/s | epochs | best val_loss | val score | held-out score (95% interval) "
+    lines = ["| recipe | budget (min) | images/s | training GFLOP/s (est.) | epochs | best val_loss | val score | held-out score (95% interval) "
              "| gain over the reference (paired 95% interval) | eval-dir score | min to reference's score "
              "| inference images/s | peak memory (MB) |",
-             "|" + "---|" * 12]
+             "|" + "---|" * 13]
     for r in results:
         reach = minutes_to_reach(r, target) if target is not None else None
         name = r["recipe"] + "".join(f", {key}={value}" for key, value in r.get("overrides", {}).items())
@@ -332,6 +358,7 @@ def markdown_table(results):
         gain = "-" if gain is None else "{:+.4f} ({:+.3f} to {:+.3f})".format(gain[0], *gain[1])
         lines.append(
             f"| {name} | {r['budget_min']:g} | {r['train_images_per_s']:.1f} "
+            f"| {'-' if 'train_gflop_per_s' not in r else format(r['train_gflop_per_s'], '.0f')} "
             f"| {' + '.join(map(str, r.get('stage_epochs', [r['epochs']])))} "
             f"| {r['best_val_loss']:.4f} | {r['val_score']:.4f} | {held_out} | {gain} "
             f"| {'-' if 'eval_dir_score' not in r else format(r['eval_dir_score'], '.4f')} "
