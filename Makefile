@@ -15,7 +15,7 @@ export SALT_SETTING SALT_RUN_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: run test test-colab test-backends lab notebooks clean-venv
+.PHONY: run test test-fast test-colab test-backends lab notebooks clean-venv
 
 $(STAMP): requirements.txt
 	$(call venv,$(VENV),requirements.txt)
@@ -33,10 +33,18 @@ NBVAL = -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
   --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
 QUICK_SYNTHETIC = SALT_DATA_DIR=synthetic SALT_SETTING=quick SALT_RUN_DIR=$$(mktemp -d)/run
 
-## test: unit tests, then nbval over the four notebooks (synthetic data, quick setting)
+## test: unit tests (slow ones too), then nbval over the four notebooks (synthetic data, quick setting)
+## into a fresh run folder, then the tests marked after_notebooks on what that run left there
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
-	$(QUICK_SYNTHETIC) $(BIN)/python $(NBVAL)
+	$(BIN)/python -m pytest tests -m "not after_notebooks"
+	RUN=$$(mktemp -d); \
+	  SALT_DATA_DIR=synthetic SALT_SETTING=quick SALT_RUN_DIR=$$RUN/run $(BIN)/python $(NBVAL) \
+	  && SALT_SERIES_RUN_DIR=$$RUN/run $(BIN)/python -m pytest tests/test_series.py -m after_notebooks \
+	  && rm -rf "$$RUN" || { echo "The notebooks' run folder is kept for a look: $$RUN/run"; exit 1; }
+
+## test-fast: the unit tests not marked slow (no training beyond a moment, no notebooks, no benchmark)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
 
 # A venv from a requirements file: $(call venv,FOLDER,FILES)
 define venv

@@ -21,6 +21,7 @@ def _run(script, *args):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "bench"
     short = ["--data-dir", "synthetic", "--epochs", 1, "--steps-per-epoch", 2, "--budget-min", 5]
@@ -76,6 +77,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert refused.returncode != 0 and "--limit" in refused.stderr and not (other / "series").exists()
 
 
+@pytest.mark.slow
 def test_set_changes_only_known_fields_with_their_type():
     assert compare_recipes.parse_overrides(["finetune_share=0.3", "batch_size=16"]) == {
         "finetune_share": 0.3, "batch_size": 16}

@@ -122,9 +122,13 @@ def test_competition_zip_as_downloaded(tmp_path):
     data = helpers.load_tgs_folder(folder)
     assert np.array_equal(data.masks, written.masks)
     assert helpers.list_test_ids(folder) == ["t1"]
-    # a second call finds the marker and extracts nothing again
-    (folder / "train.csv").write_text((folder / "train.csv").read_text())
+    # a second call finds the marker and extracts nothing again: what changed since stays changed
+    (folder / "train.csv").write_text("edited after the first extraction\n")
+    (folder / "depths.csv").unlink()
+    (folder / "test" / "images" / "t1.png").unlink()
     assert helpers.prepare_competition_zip(download, tmp_path / "cache") == folder
+    assert (folder / "train.csv").read_text() == "edited after the first extraction\n"
+    assert not (folder / "depths.csv").exists() and not (folder / "test" / "images" / "t1.png").exists()
 
 
 @pytest.mark.parametrize("member", ["../escape.txt", "/tmp/absolute-escape.txt", "a/../../escape.txt"])

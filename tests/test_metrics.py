@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 import helpers
@@ -38,10 +38,18 @@ def test_empty_truth_scores_one_only_for_empty_prediction(pred):
     assert helpers.competition_score(empty[None], pred[None]) == expected
 
 
-@given(masks)
-def test_empty_prediction_on_salt_scores_zero(truth):
-    if truth.any():
-        assert helpers.competition_score(truth[None], np.zeros_like(truth)[None]) == 0.0
+@given(masks, st.integers(0, 5), st.integers(0, 5))
+def test_empty_prediction_on_salt_scores_zero(truth, row, column):
+    truth = truth.copy()
+    truth[row, column] = True  # salt: at least one pixel, so every example tests the claim
+    assert helpers.competition_score(truth[None], np.zeros_like(truth)[None]) == 0.0
+    assert helpers.iou_per_image(truth, np.zeros_like(truth))[0] == 0.0
+
+
+def test_empty_prediction_on_no_salt_is_not_scored_zero():
+    # the case the property above leaves out: no salt and none predicted is a perfect slice
+    empty = np.zeros((1, 6, 6), bool)
+    assert helpers.competition_score(empty, empty) == 1.0
 
 
 @given(masks)

@@ -176,6 +176,7 @@ def test_batch_norm_momentum_reaches_every_block():
     assert {layer.momentum for layer in seed_style.layers if hasattr(layer, "momentum")} == {0.99}
 
 
+@pytest.mark.slow
 def test_compiled_model_with_the_series_loss_reloads_and_keeps_training(tmp_path):
     model = helpers.compile_unet(helpers.build_unet(base_filters=2))
     x = np.random.default_rng(7).random((4, 16, 16, 1)).astype(np.float32)

@@ -38,6 +38,7 @@ def peak_megabytes(model, folder, tmp_path):
     return peak
 
 
+@pytest.mark.slow
 def test_eighteen_thousand_images_in_bounded_memory(tmp_path_factory, tiny_model):
     small, large = tmp_path_factory.mktemp("small"), tmp_path_factory.mktemp("large")
     make_test_folder(small, 1500)

@@ -45,6 +45,7 @@ def read_state(run_dir):
         return None
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume(tmp_path):
     run_dir = tmp_path / "run"
     process = run_training(run_dir)
@@ -121,6 +122,7 @@ def test_crash_while_saving_keeps_the_previous_best(tmp_path):
     assert (tmp_path / "best.keras").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(tmp_path):
     results = []
     for name in ("a", "b"):
@@ -193,6 +195,7 @@ def _two_stage_run(run_dir, **overrides):
     return config, helpers.train_unet(config, data.subset(train), data.subset(val), run_dir, verbose=0)
 
 
+@pytest.mark.slow
 def test_stage_two_starts_from_stage_one_best_and_resumes_on_its_own(tmp_path, capsys, monkeypatch):
     loaded = []
     load = helpers.load_model_safely
@@ -219,6 +222,7 @@ def test_stage_two_starts_from_stage_one_best_and_resumes_on_its_own(tmp_path, c
     assert resumed["stage"].tolist() == [1, 1, 2, 2] and resumed.iloc[:3].equals(history)
 
 
+@pytest.mark.slow
 def test_the_time_budget_covers_both_stages(tmp_path):
     # A budget far shorter than one epoch: each stage still runs one epoch, then stops.
     _, history = _two_stage_run(tmp_path, epochs=5, finetune_epochs=5, time_budget_min=1e-4)
@@ -233,6 +237,7 @@ class _Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_averaged_weights_are_validated_checkpointed_and_resumed_exactly(tmp_path):
     # Dropout off, so a run cut off after epoch 2 and resumed must repeat the uninterrupted run:
     # the snapshot holds the averaged weights and its optimizer the raw ones, and the resumed
@@ -271,6 +276,7 @@ def test_ema_momentum_must_be_below_one():
         helpers.compile_unet(helpers.build_unet(base_filters=2), ema_momentum=1.0)
 
 
+@pytest.mark.slow
 def test_keras_averages_the_weights_the_way_03_train_teaches():
     # 03_train: the average starts at the weights after the first step, then
     # average = m * average + (1 - m) * weights after every step. Keras' fit ends by putting the
