@@ -1112,11 +1112,12 @@ def network_arrays(train: SaltData, val: SaltData) -> dict:
                 validation=(to_network_input(val.images), to_network_target(val.masks)))
 
 
-def train_stage(config, stage_dir, new_model, arrays, verbose=2, extra_callbacks=()):
+def train_stage(config, stage_dir, new_model, arrays, verbose=2, extra_callbacks=(), flip=True):
     """Fit one stage into ``stage_dir``: a new model from ``new_model()``, or the stage's resume snapshot.
 
     ``arrays`` comes from :func:`network_arrays`; the seed, the feed and the
     callbacks are the series' own, so every stage trains the same way.
+    ``flip=False`` feeds the batches unflipped (the benchmark's reference).
     """
 
     stage_dir = ensure_run_dir(stage_dir)
@@ -1133,8 +1134,8 @@ def train_stage(config, stage_dir, new_model, arrays, verbose=2, extra_callbacks
     else:
         model = new_model()
     initial_epoch = state["epochs_done"] if state else 0
-    feed = TrainFeed(arrays["x"], arrays["y"], config.batch_size, seed=config.seed,
-                           steps_per_epoch=config.steps_per_epoch, start_epoch=initial_epoch)
+    feed = TrainFeed(arrays["x"], arrays["y"], config.batch_size, seed=config.seed, flip=flip,
+                     steps_per_epoch=config.steps_per_epoch, start_epoch=initial_epoch)
     model.fit(feed, validation_data=arrays["validation"], epochs=config.epochs, initial_epoch=initial_epoch,
               verbose=verbose, callbacks=make_callbacks(config, stage_dir, state, extra_callbacks))
 

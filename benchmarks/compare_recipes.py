@@ -42,8 +42,9 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -51,9 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import helpers  # noqa: E402
+import keras  # noqa: E402  (helpers has started it)
+import report  # noqa: E402  (benchmarks/report.py: intervals and tables)
+from report import bootstrap_interval  # noqa: E402
 
-RECIPES = ("reference", "series")
-BOOTSTRAP_RESAMPLES = 2000
 
 
 def parse_overrides(pairs):
@@ -75,24 +77,6 @@ def parse_overrides(pairs):
     return overrides
 
 
-def bootstrap_interval(values, paired_with=None, seed=0, resamples=BOOTSTRAP_RESAMPLES):
-    """95% percentile-bootstrap interval (low, high) of the mean of ``values`` (one score per slice).
-
-    With ``paired_with`` (the other recipe's scores on the same slices, in the same order), the
-    interval is that of the mean difference ``values - paired_with``: each resample draws the same
-    slices for both recipes, so the slices' difficulty, shared by both, cancels out.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if paired_with is not None:
-        other = np.asarray(paired_with, dtype=np.float64)
-        if other.shape != values.shape:
-            raise ValueError(f"paired scores differ in shape: {values.shape} and {other.shape}")
-        values = values - other
-    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
-    low, high = np.percentile(values[draws].mean(axis=1), [2.5, 97.5])
-    return float(low), float(high)
-
-
 def conv_gflop_per_image(model, size):
     """Floating-point operations of one forward pass on a size x size image, in GFLOP (convolutions only).
 
@@ -101,8 +85,6 @@ def conv_gflop_per_image(model, size):
     percent). A training step costs about three forward passes (forward, and the backward
     pass's two products per layer).
     """
-    import keras
-
     convs = [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
     outputs = keras.Model(model.inputs, [layer.output for layer in convs])(np.zeros((1, size, size, 1), "float32"))
     total = 0
@@ -140,6 +122,8 @@ def resize_batch(batch, size, order):
 
 class ReferenceModel:
     """The seed recipe's prediction path: resize to 128, predict, resize back to 101, threshold 0.5."""
+
+    choice = helpers.Postprocessing()  # threshold 0.5, nothing else
 
     def __init__(self, model):
         self.model = model
@@ -180,8 +164,6 @@ def score_each_epoch(predict_masks, held_out, log):
     series' stages, it counts epochs and minutes from the start of the first (the few seconds
     between the stages count as training).
     """
-    import keras
-
     class HeldOutScore(keras.callbacks.Callback):
         started = None
 
@@ -200,27 +182,49 @@ def score_each_epoch(predict_masks, held_out, log):
 
 
 def train_reference(config, train, val, held_out, run_dir, log):
-    import keras
+    """The seed kernel's training: 128x128 resized slices, no flips, one stage, with the series' callbacks."""
+    def resized(images, masks):
+        x = resize_batch(images / 255.0, 128, order=1)[..., None].astype(np.float32)
+        y = (resize_batch(masks.astype(np.float32), 128, order=0)[..., None] > 0.5).astype(np.float32)
+        return x, y
 
-    config = replace(config, ema_momentum=0.0)  # the seed kernel's plain Adam: no averaged weights
-    keras.utils.set_random_seed(config.seed)
-    x_train = resize_batch(train.images / 255.0, 128, order=1)[..., None].astype(np.float32)
-    y_train = (resize_batch(train.masks.astype(np.float32), 128, order=0)[..., None] > 0.5).astype(np.float32)
-    x_val = resize_batch(val.images / 255.0, 128, order=1)[..., None].astype(np.float32)
-    y_val = (resize_batch(val.masks.astype(np.float32), 128, order=0)[..., None] > 0.5).astype(np.float32)
-    seed_unet = helpers.build_unet(config.base_filters, dropout=config.dropout, bn_momentum=0.99)  # Keras' default
-    model = helpers.compile_unet(seed_unet, config.learning_rate, loss="binary_crossentropy",
-                                 ema_momentum=config.ema_momentum)
-    feed = helpers.TrainFeed(x_train, y_train, config.batch_size, seed=config.seed, flip=False,
-                             steps_per_epoch=config.steps_per_epoch)
-    callbacks = helpers.make_callbacks(config, run_dir, extra=[
+    x_train, y_train = resized(train.images, train.masks)
+    arrays = {"x": x_train, "y": y_train, "validation": resized(val.images, val.masks)}
+    seed_unet = lambda: helpers.compile_unet(  # noqa: E731
+        helpers.build_unet(config.base_filters, dropout=config.dropout, bn_momentum=0.99),  # Keras' default momentum
+        config.learning_rate, loss="binary_crossentropy", ema_momentum=config.ema_momentum)
+    helpers.train_stage(config, run_dir, seed_unet, arrays, flip=False, extra_callbacks=[
         score_each_epoch(lambda m, images: ReferenceModel(m).masks(images), held_out, log)])
-    model.fit(feed, validation_data=(x_val, y_val), epochs=config.epochs, verbose=2, callbacks=callbacks)
 
 
 def train_series(config, train, val, held_out, run_dir, log):
+    """Exactly what 03_train runs: helpers.train_unet."""
     helpers.train_unet(config, train, val, run_dir, extra_callbacks=[
         score_each_epoch(lambda m, images: helpers.predict_salt(m, images) > 0.5, held_out, log)])
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one recipe trains, from which config, how it predicts, and at what input size."""
+
+    config: Callable  # the class setting's TrainingConfig (with --set changes) -> this recipe's
+    train: Callable  # (config, train, val, held_out, run_dir, log) -> None
+    predictor: Callable  # (model, val) -> an object whose .masks(images) and .choice score it
+    input_size: int
+
+
+RECIPES = {
+    "reference": Recipe(config=lambda c: replace(c, ema_momentum=0.0, finetune_epochs=0),  # plain Adam, one stage
+                        train=train_reference, predictor=lambda model, val: ReferenceModel(model), input_size=128),
+    "series": Recipe(config=lambda c: c, train=train_series, predictor=lambda model, val: SeriesModel.tuned_on(model, val),
+                     input_size=helpers.PADDED_SIZE),
+}
+
+
+def recipe_config(name, budget_min, epochs=100, steps_per_epoch=None, overrides=None):
+    """The TrainingConfig a recipe trains with: the class setting, the budget, the --set changes, the recipe's own."""
+    config = helpers.training_config("class", epochs=epochs, steps_per_epoch=steps_per_epoch, time_budget_min=budget_min)
+    return RECIPES[name].config(replace(config, **(overrides or {})))
 
 
 def run_one(recipe, args):
@@ -228,20 +232,18 @@ def run_one(recipe, args):
     other = helpers.load_tgs_folder(args.eval_dir) if args.eval_dir else None  # a bad folder fails now
     train, val, held_out = load_three_ways(args.data_dir, args.seed, args.limit)
     run_dir = helpers.ensure_run_dir(Path(args.out) / recipe)
-    config = helpers.training_config("class", epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                                     time_budget_min=args.budget_min)
     overrides = parse_overrides(args.set) if recipe == "series" else {}
-    config = replace(config, **overrides)
+    config = recipe_config(recipe, args.budget_min, args.epochs, args.steps_per_epoch, overrides)
     log = []
     begin = time.monotonic()
-    (train_reference if recipe == "reference" else train_series)(config, train, val, held_out, run_dir, log)
+    RECIPES[recipe].train(config, train, val, held_out, run_dir, log)
     wall_minutes = (time.monotonic() - begin) / 60
     history = helpers.training_history(run_dir)
     final_stage = history[history["stage"] == history["stage"].max()]
     result = {
         "recipe": recipe, "budget_min": args.budget_min, "seed": args.seed, "limit": args.limit,
         "overrides": overrides,
-        "backend": __import__("keras").backend.backend(),
+        "backend": keras.backend.backend(),
         # images through training per second of epoch time (the validation pass included)
         "train_images_per_s": len(history) * len(train) / max(history["train_seconds"].iloc[-1], 1e-9),
         "epochs": len(history), "stage_epochs": history.groupby("stage").size().tolist(),
@@ -260,18 +262,13 @@ def score_run(result, run_dir, val, held_out, other=None):
     The series' post-processing is chosen on ``val``; the held-out slices (and ``other``, a
     labelled folder) are then scored once, and inference is timed on the held-out slices.
     """
-    stages = len(result.get("stage_epochs", [1]))
-    model = helpers.load_model_safely(run_dir / helpers.FINETUNE_DIR / "best.keras" if stages > 1
-                                      else run_dir / "best.keras")
-    if result["recipe"] == "reference":
-        predictor, choice = ReferenceModel(model), helpers.Postprocessing()  # threshold 0.5, nothing else
-    else:
-        predictor = SeriesModel.tuned_on(model, val)
-        choice = predictor.choice
+    recipe = RECIPES[result["recipe"]]
+    config = recipe_config(result["recipe"], result["budget_min"], overrides=result.get("overrides"))
+    model = helpers.load_model_safely(helpers.final_checkpoint(run_dir, config))
+    predictor = recipe.predictor(model, val)
     scores = {"val_score": helpers.competition_score(val.masks, predictor.masks(val.images)),
-              "postprocessing": asdict(choice)}
-    input_size = 128 if result["recipe"] == "reference" else helpers.PADDED_SIZE
-    scores["forward_gflop"] = conv_gflop_per_image(model, input_size)
+              "postprocessing": asdict(predictor.choice)}
+    scores["forward_gflop"] = conv_gflop_per_image(model, recipe.input_size)
     scores["train_gflop_per_s"] = 3 * scores["forward_gflop"] * result["train_images_per_s"]  # an estimate
     begin = time.monotonic()
     held_pred = predictor.masks(held_out.images)
@@ -315,58 +312,6 @@ def rescore(args):
               f"{result['held_out_score']:.4f} with {scores['postprocessing']}")
 
 
-def write_results(out):
-    """Merge the recipes measured in ``out`` into results.json and results.md; return the table."""
-    results = [json.loads((out / f"{name}.json").read_text()) for name in RECIPES if (out / f"{name}.json").exists()]
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    table = markdown_table(results)
-    (out / "results.md").write_text(table)
-    return table
-
-
-def minutes_to_reach(result, target):
-    """Training minutes until the per-epoch held-out score (threshold 0.5) first reached ``target``."""
-    for row in result["per_epoch"]:
-        if row["held_out_score"] >= target:
-            return row["train_minutes"]
-    return None
-
-
-def gain_over_reference(result, reference):
-    """The held-out gain of ``result`` over ``reference`` and its paired 95% interval, or None."""
-    if reference is None or result is reference or not all(
-            "held_out_per_image" in r for r in (result, reference)):
-        return None
-    gain = result["held_out_score"] - reference["held_out_score"]
-    return gain, bootstrap_interval(result["held_out_per_image"], paired_with=reference["held_out_per_image"])
-
-
-def markdown_table(results):
-    reference = next((r for r in results if r["recipe"] == "reference"), None)
-    target = reference["held_out_score"] if reference else None
-    lines = ["| recipe | budget (min) | images/s | training GFLOP/s (est.) | epochs | best val_loss | val score | held-out score (95% interval) "
-             "| gain over the reference (paired 95% interval) | eval-dir score | min to reference's score "
-             "| inference images/s | peak memory (MB) |",
-             "|" + "---|" * 13]
-    for r in results:
-        reach = minutes_to_reach(r, target) if target is not None else None
-        name = r["recipe"] + "".join(f", {key}={value}" for key, value in r.get("overrides", {}).items())
-        held_out = f"{r['held_out_score']:.4f}"
-        if "held_out_ci95" in r:
-            held_out += " ({:.3f}–{:.3f})".format(*r["held_out_ci95"])
-        gain = gain_over_reference(r, reference)
-        gain = "-" if gain is None else "{:+.4f} ({:+.3f} to {:+.3f})".format(gain[0], *gain[1])
-        lines.append(
-            f"| {name} | {r['budget_min']:g} | {r['train_images_per_s']:.1f} "
-            f"| {'-' if 'train_gflop_per_s' not in r else format(r['train_gflop_per_s'], '.0f')} "
-            f"| {' + '.join(map(str, r.get('stage_epochs', [r['epochs']])))} "
-            f"| {r['best_val_loss']:.4f} | {r['val_score']:.4f} | {held_out} | {gain} "
-            f"| {'-' if 'eval_dir_score' not in r else format(r['eval_dir_score'], '.4f')} "
-            f"| {'-' if reach is None else f'{reach:.1f}'} "
-            f"| {r['inference_images_per_s']:.1f} | {r['peak_memory_mb']:.0f} |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="Kaggle-layout folder or zip (default: as helpers finds it)")
@@ -376,7 +321,7 @@ def main(argv=None):
                         help="use only the first N labelled slices (a smoke test: the scores then mean little)")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="shorter epochs (a smoke test)")
     parser.add_argument("--eval-dir", default=None, help="a separate labelled Kaggle-layout folder to score")
-    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated: reference,series")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated: " + ",".join(RECIPES))
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", default="runs/benchmark", help="folder for the runs and results")
     parser.add_argument("--rescore", action="store_true",
@@ -384,7 +329,7 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="change a TrainingConfig field of the series' recipe for this measurement "
                              "(repeatable), e.g. --set finetune_share=0.3")
-    parser.add_argument("--only", choices=RECIPES, help=argparse.SUPPRESS)  # one recipe, in this process
+    parser.add_argument("--only", choices=sorted(RECIPES), help=argparse.SUPPRESS)  # one recipe, in this process
     args = parser.parse_args(argv)
     try:
         parse_overrides(args.set)
@@ -396,7 +341,7 @@ def main(argv=None):
         if not any((out / f"{name}.json").is_file() for name in RECIPES):
             parser.error(f"{out} holds no measured recipe to rescore")
         rescore(args)
-        print(write_results(out))
+        print(report.write_results(out, RECIPES))
         return
     if args.only:
         result = run_one(args.only, args)
@@ -405,7 +350,7 @@ def main(argv=None):
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     unknown = set(recipes) - set(RECIPES)
     if unknown:
-        parser.error(f"unknown recipe(s) {sorted(unknown)}; choose from {RECIPES}")
+        parser.error(f"unknown recipe(s) {sorted(unknown)}; choose from {sorted(RECIPES)}")
     if args.set and "series" not in recipes:
         parser.error("--set changes the series' recipe, which --recipes leaves out")
     if args.eval_dir:
@@ -424,7 +369,7 @@ def main(argv=None):
         print(f"== {name}: training for at most {args.budget_min:g} min", flush=True)
         command = [sys.executable, __file__, "--only", name] + [a for a in (argv or sys.argv[1:])]
         subprocess.run(command, check=True)
-    print(write_results(out))
+    print(report.write_results(out, RECIPES))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""The benchmark's reporting: bootstrap intervals, and the measured recipes of a folder merged into a table.
+
+compare_recipes.py measures (trains, scores, times) and writes one ``<recipe>.json`` per recipe;
+this module computes the intervals it records and turns those records into results.json and
+results.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_interval(values, paired_with=None, seed=0, resamples=BOOTSTRAP_RESAMPLES):
+    """95% percentile-bootstrap interval (low, high) of the mean of ``values`` (one score per slice).
+
+    With ``paired_with`` (the other recipe's scores on the same slices, in the same order), the
+    interval is that of the mean difference ``values - paired_with``: each resample draws the same
+    slices for both recipes, so the slices' difficulty, shared by both, cancels out.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if paired_with is not None:
+        other = np.asarray(paired_with, dtype=np.float64)
+        if other.shape != values.shape:
+            raise ValueError(f"paired scores differ in shape: {values.shape} and {other.shape}")
+        values = values - other
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    low, high = np.percentile(values[draws].mean(axis=1), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def write_results(out, recipes):
+    """Merge the ``recipes`` measured in ``out`` into results.json and results.md; return the table."""
+    results = [json.loads((out / f"{name}.json").read_text()) for name in recipes if (out / f"{name}.json").exists()]
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    table = markdown_table(results)
+    (out / "results.md").write_text(table)
+    return table
+
+
+def minutes_to_reach(result, target):
+    """Training minutes until the per-epoch held-out score (threshold 0.5) first reached ``target``."""
+    for row in result["per_epoch"]:
+        if row["held_out_score"] >= target:
+            return row["train_minutes"]
+    return None
+
+
+def gain_over_reference(result, reference):
+    """The held-out gain of ``result`` over ``reference`` and its paired 95% interval, or None."""
+    if reference is None or result is reference or not all(
+            "held_out_per_image" in r for r in (result, reference)):
+        return None
+    gain = result["held_out_score"] - reference["held_out_score"]
+    return gain, bootstrap_interval(result["held_out_per_image"], paired_with=reference["held_out_per_image"])
+
+
+def markdown_table(results):
+    reference = next((r for r in results if r["recipe"] == "reference"), None)
+    target = reference["held_out_score"] if reference else None
+    lines = ["| recipe | budget (min) | images/s | training GFLOP/s (est.) | epochs | best val_loss | val score | held-out score (95% interval) "
+             "| gain over the reference (paired 95% interval) | eval-dir score | min to reference's score "
+             "| inference images/s | peak memory (MB) |",
+             "|" + "---|" * 13]
+    for r in results:
+        reach = minutes_to_reach(r, target) if target is not None else None
+        name = r["recipe"] + "".join(f", {key}={value}" for key, value in r.get("overrides", {}).items())
+        held_out = f"{r['held_out_score']:.4f}"
+        if "held_out_ci95" in r:
+            held_out += " ({:.3f}–{:.3f})".format(*r["held_out_ci95"])
+        gain = gain_over_reference(r, reference)
+        gain = "-" if gain is None else "{:+.4f} ({:+.3f} to {:+.3f})".format(gain[0], *gain[1])
+        lines.append(
+            f"| {name} | {r['budget_min']:g} | {r['train_images_per_s']:.1f} "
+            f"| {'-' if 'train_gflop_per_s' not in r else format(r['train_gflop_per_s'], '.0f')} "
+            f"| {' + '.join(map(str, r.get('stage_epochs', [r['epochs']])))} "
+            f"| {r['best_val_loss']:.4f} | {r['val_score']:.4f} | {held_out} | {gain} "
+            f"| {'-' if 'eval_dir_score' not in r else format(r['eval_dir_score'], '.4f')} "
+            f"| {'-' if reach is None else f'{reach:.1f}'} "
+            f"| {r['inference_images_per_s']:.1f} | {r['peak_memory_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
