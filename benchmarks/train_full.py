@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import helpers  # noqa: E402
+import keras  # noqa: E402  (helpers has started it)
 
 
 def load(args) -> helpers.SaltData:
@@ -56,14 +57,11 @@ def main(argv=None):
         print(f"packed {len(data)} labelled slices into {args.pack}")
         return
 
-    import keras
-
     gpu = helpers.find_gpu()
     config = helpers.training_config(args.setting, epochs=args.epochs, gpu=gpu)
-    classes = helpers.coverage_class(helpers.coverage(data.masks))
-    train_index, val_index = helpers.stratified_split(classes, val_fraction=0.2, seed=config.seed)
-    train, val = data.subset(train_index), data.subset(val_index)
     out = helpers.ensure_run_dir(args.out)
+    train_index, val_index = helpers.split_for_run(out, data, seed=config.seed)  # notebook 1's split
+    train, val = data.subset(train_index), data.subset(val_index)
     begin = time.monotonic()
     history = helpers.train_unet(config, train, val, out)
     wall_min = (time.monotonic() - begin) / 60
