@@ -212,6 +212,14 @@ class TrainingConfig:
     weights (``ema_momentum``, 0 = none); validation, the checkpoints and
     everything after training use the averaged weights (see
     :func:`compile_unet` and :func:`make_callbacks`).
+
+    The last six fields are levers the benchmark measures before one becomes
+    the series' default (``benchmarks/levers.py``); their defaults are the
+    recipe the notebooks teach. ``block`` ("plain" or "residual") and
+    ``scse`` / ``hypercolumn`` go to :func:`build_unet`; ``stage_one_loss``
+    ("bce_dice" or "focal_dice") is stage 1's loss; ``shift_pixels`` shifts
+    each training slice by up to that many pixels (:class:`TrainFeed`);
+    ``mixed_precision`` builds the UNet in bfloat16 with float32 weights.
     """
 
     setting: str
@@ -233,18 +241,27 @@ class TrainingConfig:
     synthetic_count: int = 4000
     seed: int = 42
     notes: str = ""
+    block: str = "plain"
+    scse: bool = False
+    hypercolumn: bool = False
+    stage_one_loss: str = "bce_dice"
+    shift_pixels: int = 0
+    mixed_precision: bool = False
 
     def __post_init__(self):
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
                   "steps_per_epoch": self.steps_per_epoch is None or self.steps_per_epoch >= 1,
                   "time_budget_min": self.time_budget_min is None or self.time_budget_min > 0,
                   "finetune_epochs": self.finetune_epochs >= 0, "finetune_share": 0.0 <= self.finetune_share < 1.0,
-                  "learning_rate": self.learning_rate > 0, "finetune_learning_rate": self.finetune_learning_rate > 0}
+                  "learning_rate": self.learning_rate > 0, "finetune_learning_rate": self.finetune_learning_rate > 0,
+                  "block": self.block in ("plain", "residual"), "shift_pixels": 0 <= self.shift_pixels <= 16,
+                  "stage_one_loss": self.stage_one_loss in ("bce_dice", "focal_dice")}
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
             raise ValueError(f"TrainingConfig: {', '.join(f'{n}={getattr(self, n)!r}' for n in wrong)} out of range "
                              "(epochs, batch_size and steps_per_epoch at least 1, finetune_epochs at least 0, "
-                             "finetune_share in [0, 1), learning rates and time_budget_min above 0)")
+                             "finetune_share in [0, 1), learning rates and time_budget_min above 0, block 'plain' "
+                             "or 'residual', shift_pixels 0 to 16, stage_one_loss 'bce_dice' or 'focal_dice')")
 
 
 SETTINGS = {
@@ -632,7 +649,52 @@ def conv_block(x, filters, name, bn_momentum=0.9):
     return x
 
 
-def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="unet"):
+def residual_block(x, filters, name, bn_momentum=0.9):
+    """A lever (``block="residual"``): :func:`conv_block` with a shortcut, as in ResNet.
+
+    3x3 convolution, batch norm, ReLU, 3x3 convolution, batch norm, then the
+    input is added back (through a 1x1 convolution when the number of
+    channels changes) before the last ReLU. The block learns a correction to
+    its input, which keeps gradients flowing through deep stacks.
+    """
+
+    shortcut = x
+    if x.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer="he_normal",
+                                 name=f"{name}_shortcut")(x)
+        shortcut = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_shortcut_bn")(shortcut)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                      name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn1")(y)
+    y = layers.Activation("relu", name=f"{name}_relu1")(y)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                      name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn2")(y)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.Activation("relu", name=f"{name}_relu2")(y)
+
+
+def scse_block(x, name, reduction=2):
+    """A lever (``scse=True``): spatial and channel squeeze-and-excitation (Roy et al., 2018).
+
+    (B, H, W, C) -> the same shape. The channel branch averages each channel
+    over the image and learns a weight in (0, 1) per channel; the spatial
+    branch learns a weight in (0, 1) per pixel with a 1x1 convolution. The
+    block returns the input reweighted each way, summed.
+    """
+
+    channels = x.shape[-1]
+    squeeze = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_cse_pool")(x)
+    squeeze = layers.Dense(max(channels // reduction, 1), activation="relu", name=f"{name}_cse_dense1")(squeeze)
+    squeeze = layers.Dense(channels, activation="sigmoid", name=f"{name}_cse_dense2")(squeeze)
+    by_channel = layers.Multiply(name=f"{name}_cse")([x, squeeze])
+    where = layers.Conv2D(1, 1, activation="sigmoid", name=f"{name}_sse_conv")(x)
+    by_pixel = layers.Multiply(name=f"{name}_sse")([x, where])
+    return layers.Add(name=f"{name}_scse")([by_channel, by_pixel])
+
+
+def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="unet",
+               block="plain", scse=False, hypercolumn=False):
     """The series' UNet: a keras.Model from (None, None, 1) images to (None, None, 1) salt probabilities.
 
     ``depth`` levels of conv_block + 2x2 max-pool (filters doubling from
@@ -641,23 +703,40 @@ def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="un
     head. Fully convolutional: height and width only need to be multiples of
     2**depth. The head is float32 even under mixed precision. ``bn_momentum``
     goes to every conv_block.
+
+    Levers the benchmark measures (the defaults are the series' UNet):
+    ``block="residual"`` uses :func:`residual_block` for every block;
+    ``scse=True`` puts a :func:`scse_block` after every expanding block;
+    ``hypercolumn=True`` feeds the head every expanding level's output,
+    upsampled to full size and concatenated, not only the last one.
     """
 
+    if block not in ("plain", "residual"):
+        raise ValueError(f"block={block!r}: choose 'plain' or 'residual'")
+    make_block = residual_block if block == "residual" else conv_block
     inputs = keras.Input(shape=(None, None, 1), name="image")
     x = inputs
     skips = []
     for level in range(depth):
-        x = conv_block(x, base_filters * 2 ** level, name=f"down{level + 1}", bn_momentum=bn_momentum)
+        x = make_block(x, base_filters * 2 ** level, name=f"down{level + 1}", bn_momentum=bn_momentum)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"down{level + 1}_pool")(x)
         x = layers.Dropout(dropout, name=f"down{level + 1}_drop")(x)
-    x = conv_block(x, base_filters * 2 ** depth, name="bottleneck", bn_momentum=bn_momentum)
+    x = make_block(x, base_filters * 2 ** depth, name="bottleneck", bn_momentum=bn_momentum)
+    columns = []
     for level in reversed(range(depth)):
         x = layers.Conv2DTranspose(base_filters * 2 ** level, 2, strides=2, padding="same",
                                    name=f"up{level + 1}_transpose")(x)
         x = layers.Concatenate(name=f"up{level + 1}_concat")([x, skips[level]])
         x = layers.Dropout(dropout, name=f"up{level + 1}_drop")(x)
-        x = conv_block(x, base_filters * 2 ** level, name=f"up{level + 1}", bn_momentum=bn_momentum)
+        x = make_block(x, base_filters * 2 ** level, name=f"up{level + 1}", bn_momentum=bn_momentum)
+        if scse:
+            x = scse_block(x, name=f"up{level + 1}")
+        if hypercolumn and level:
+            columns.append(layers.UpSampling2D(2 ** level, interpolation="bilinear",
+                                               name=f"up{level + 1}_to_full")(x))
+    if columns:
+        x = layers.Concatenate(name="hypercolumn")([x, *reversed(columns)])
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="salt")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -740,6 +819,28 @@ def bce_dice_loss(y_true, y_pred):
     return bce + soft_dice_loss(y_true, y_pred)
 
 
+@keras.saving.register_keras_serializable(package="salt_unet")
+def focal_dice_loss(y_true, y_pred, gamma=2.0):
+    """A lever (``stage_one_loss="focal_dice"``): focal cross-entropy plus :func:`soft_dice_loss`.
+
+    float32 tensors (B, H, W, 1) in [0, 1] -> scalar >= 0. Focal loss (Lin et
+    al., 2017) multiplies each pixel's cross-entropy by ``(1 - p_t) ** gamma``,
+    ``p_t`` being the probability given to the pixel's true class: the many
+    pixels the model already gets right count for little, the hard ones (the
+    edges and small bodies) for more.
+    """
+
+    y_true = ops.cast(y_true, y_pred.dtype)
+    probs = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+    p_true = y_true * probs + (1.0 - y_true) * (1.0 - probs)
+    focal = ops.mean(-((1.0 - p_true) ** gamma) * ops.log(p_true))
+    return focal + soft_dice_loss(y_true, y_pred)
+
+
+STAGE_ONE_LOSSES = {"bce_dice": bce_dice_loss, "focal_dice": focal_dice_loss}
+"""Stage 1's loss by ``TrainingConfig.stage_one_loss``."""
+
+
 def compile_unet(model, learning_rate=1e-3, loss=bce_dice_loss, ema_momentum=0.0):
     """Adam and (by default) :func:`bce_dice_loss`, with pixel accuracy for the log.
 
@@ -756,6 +857,26 @@ def compile_unet(model, learning_rate=1e-3, loss=bce_dice_loss, ema_momentum=0.0
     optimizer = keras.optimizers.Adam(learning_rate, use_ema=ema_momentum > 0, ema_momentum=ema_momentum)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
+
+
+def new_unet(config: TrainingConfig):
+    """Stage 1's starting model for ``config``: :func:`build_unet` compiled by :func:`compile_unet`.
+
+    The UNet gets ``config``'s filters, dropout and levers (block, scSE,
+    hypercolumn; bfloat16 layers with ``mixed_precision``), Adam its learning
+    rate and averaged weights, and the loss is ``config.stage_one_loss``. With
+    the defaults this is the model 03_train builds in its cells.
+    """
+    policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_unet(config.base_filters, dropout=config.dropout, block=config.block, scse=config.scse,
+                           hypercolumn=config.hypercolumn)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    return compile_unet(model, config.learning_rate, loss=STAGE_ONE_LOSSES[config.stage_one_loss],
+                        ema_momentum=config.ema_momentum)
 
 
 @keras.saving.register_keras_serializable(package="salt_unet")
@@ -795,18 +916,23 @@ class TrainFeed(keras.utils.PyDataset):
     The order and flips of epoch e depend only on (seed, e), so a run resumed
     at ``start_epoch`` sees the batches the uninterrupted run would have.
     ``steps_per_epoch`` shortens the epochs (the quick setting).
+    ``shift_pixels`` > 0 (a lever) also moves each image and its mask by up
+    to that many pixels up or down and left or right, reflecting at the edges.
     """
 
-    def __init__(self, x, y, batch_size, seed=0, flip=True, steps_per_epoch=None, start_epoch=0):
+    def __init__(self, x, y, batch_size, seed=0, flip=True, steps_per_epoch=None, start_epoch=0,
+                 shift_pixels=0):
         super().__init__()
         self.x, self.y, self.batch_size, self.seed, self.flip = x, y, batch_size, seed, flip
-        self.steps_per_epoch, self.epoch = steps_per_epoch, start_epoch
+        self.steps_per_epoch, self.epoch, self.shift_pixels = steps_per_epoch, start_epoch, shift_pixels
         self._draw()
 
     def _draw(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         self.order = rng.permutation(len(self.x))
         self.flips = rng.random(len(self.x)) < 0.5 if self.flip else np.zeros(len(self.x), bool)
+        reach = self.shift_pixels
+        self.shifts = rng.integers(-reach, reach + 1, size=(len(self.x), 2)) if reach else None
 
     def __len__(self):
         full = math.ceil(len(self.x) / self.batch_size)
@@ -818,11 +944,24 @@ class TrainFeed(keras.utils.PyDataset):
         flips = self.flips[rows]
         xb[flips] = xb[flips, :, ::-1]
         yb[flips] = yb[flips, :, ::-1]
+        if self.shifts is not None:
+            xb, yb = shift_batch(xb, self.shifts[rows]), shift_batch(yb, self.shifts[rows])
         return xb, yb
 
     def on_epoch_end(self):
         self.epoch += 1
         self._draw()
+
+
+def shift_batch(batch, shifts) -> np.ndarray:
+    """Move each (H, W, C) item of ``batch`` by its (down, right) pixels in ``shifts``, reflecting at the edges."""
+    reach = int(np.abs(shifts).max()) if len(shifts) else 0
+    if not reach:
+        return batch
+    height, width = batch.shape[1:3]
+    padded = np.pad(batch, [(0, 0), (reach, reach), (reach, reach), (0, 0)], mode="reflect")
+    return np.stack([padded[k, reach - down:reach - down + height, reach - right:reach - right + width]
+                     for k, (down, right) in enumerate(shifts)])
 
 
 class AveragedWeights(keras.callbacks.SwapEMAWeights):
@@ -1047,9 +1186,10 @@ def final_checkpoint(run_dir, config: TrainingConfig) -> Path:
 def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, verbose=2, extra_callbacks=()):
     """Train (or resume) the series' two stages into ``run_dir``; return :func:`training_history`.
 
-    Stage 1 builds the UNet and trains it with :func:`bce_dice_loss` into
+    Stage 1 builds the UNet with :func:`new_unet` and trains it with
+    :func:`bce_dice_loss` (or the config's ``stage_one_loss``) into
     ``run_dir`` (best.keras + best.json, history.csv, resume/): the cells of
-    03_train do exactly this. Stage 2 is :func:`train_stage_two`. Each stage
+    03_train do exactly this with the default config. Stage 2 is :func:`train_stage_two`. Each stage
     has its own callbacks and resume state (the two losses are not
     comparable), so a run cut off in either stage continues where it
     stopped, and a finished stage is not trained again. ``extra_callbacks``
@@ -1059,9 +1199,7 @@ def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, 
     run_dir = ensure_run_dir(run_dir)
     arrays = network_arrays(train, val)
     first = stage_one_config(config)
-    train_stage(first, run_dir, lambda: compile_unet(build_unet(first.base_filters, dropout=first.dropout),
-                                                     first.learning_rate, ema_momentum=first.ema_momentum),
-                arrays, verbose, extra_callbacks)
+    train_stage(first, run_dir, lambda: new_unet(first), arrays, verbose, extra_callbacks)
     train_stage_two(config, run_dir, arrays, verbose, extra_callbacks)
     return training_history(run_dir)
 
@@ -1135,7 +1273,8 @@ def train_stage(config, stage_dir, new_model, arrays, verbose=2, extra_callbacks
         model = new_model()
     initial_epoch = state["epochs_done"] if state else 0
     feed = TrainFeed(arrays["x"], arrays["y"], config.batch_size, seed=config.seed, flip=flip,
-                     steps_per_epoch=config.steps_per_epoch, start_epoch=initial_epoch)
+                     steps_per_epoch=config.steps_per_epoch, start_epoch=initial_epoch,
+                     shift_pixels=config.shift_pixels)
     model.fit(feed, validation_data=arrays["validation"], epochs=config.epochs, initial_epoch=initial_epoch,
               verbose=verbose, callbacks=make_callbacks(config, stage_dir, state, extra_callbacks))
 
@@ -1477,6 +1616,34 @@ def load_tgs_folder(folder, limit=None) -> SaltData:
     ids = table["id"].to_numpy(dtype=str)
     z = np.array([depth_of.get(i, np.nan) for i in ids], dtype=np.float64)
     return SaltData(ids, images, masks, z, source=f"the real TGS data (folder '{folder.name}')", folder=folder)
+
+
+def pack_salt_data(data: SaltData, path) -> Path:
+    """Write ``data`` (ids, images, masks, depths) into one compressed .npz file, for a machine without the folder.
+
+    The file is a copy of the data set: keep it out of the repository
+    (``.device/`` is ignored for that).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, ids=data.ids, images=data.images, masks=data.masks, depths=data.depths)
+    return path
+
+
+def load_packed_salt_data(path, limit=None) -> SaltData:
+    """Read a file written by :func:`pack_salt_data` back into a SaltData (the first ``limit`` slices)."""
+    path = Path(path)
+    try:
+        arrays = np.load(path)
+        ids, images, masks, depths = (arrays[key] for key in ("ids", "images", "masks", "depths"))
+    except (OSError, ValueError, KeyError) as error:
+        raise SaltDataError(f"{path}: not a packed data file of pack_salt_data ({error})") from None
+    if images.dtype != np.uint8 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or masks.shape != images.shape:
+        raise SaltDataError(f"{path}: expected uint8 images and masks of shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}), "
+                            f"got {images.dtype} {images.shape} and {masks.shape}")
+    keep = slice(None) if limit is None else slice(limit)
+    return SaltData(ids[keep].astype(str), images[keep], masks[keep].astype(bool), depths[keep],
+                    source=f"packed labelled data ({len(ids[keep])} slices)")
 
 
 def load_test_images(folder, ids):

@@ -106,9 +106,13 @@ def split_three_ways(data, seed):
     return rest[train], rest[val], held_out
 
 
-def load_three_ways(data_dir, seed, limit=None):
-    """The data's train, validation and held-out SaltData, as :func:`split_three_ways` cuts them."""
-    data = helpers.load_salt_data(data_dir, limit=limit)
+def load_three_ways(args, seed, limit=None):
+    """The data's train, validation and held-out SaltData, as :func:`split_three_ways` cuts them.
+
+    The data is ``args.data_npz`` (packed by ``train_full.py --pack``) when given, else ``args.data_dir``.
+    """
+    data = (helpers.load_packed_salt_data(args.data_npz, limit=limit) if args.data_npz
+            else helpers.load_salt_data(args.data_dir, limit=limit))
     return [data.subset(index) for index in split_three_ways(data, seed)]
 
 
@@ -230,7 +234,7 @@ def recipe_config(name, budget_min, epochs=100, steps_per_epoch=None, overrides=
 def run_one(recipe, args):
     """Train and measure one recipe in this process; return its result dict."""
     other = helpers.load_tgs_folder(args.eval_dir) if args.eval_dir else None  # a bad folder fails now
-    train, val, held_out = load_three_ways(args.data_dir, args.seed, args.limit)
+    train, val, held_out = load_three_ways(args, args.seed, args.limit)
     run_dir = helpers.ensure_run_dir(Path(args.out) / recipe)
     overrides = parse_overrides(args.set) if recipe == "series" else {}
     config = recipe_config(recipe, args.budget_min, args.epochs, args.steps_per_epoch, overrides)
@@ -298,7 +302,7 @@ def rescore(args):
         result = json.loads(path.read_text())
         key = (result["seed"], result.get("limit"))
         if key not in splits:
-            splits[key] = load_three_ways(args.data_dir, *key)
+            splits[key] = load_three_ways(args, *key)
         _, val, held_out = splits[key]
         if len(held_out) != result["held_out"]:
             raise SystemExit(f"{path} was measured on other data ({result['held_out']} held-out slices, "
@@ -315,6 +319,8 @@ def rescore(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="Kaggle-layout folder or zip (default: as helpers finds it)")
+    parser.add_argument("--data-npz", default=None,
+                        help="labelled data packed by train_full.py --pack (a machine without the folder)")
     parser.add_argument("--budget-min", type=float, default=60, help="training minutes for each recipe")
     parser.add_argument("--epochs", type=int, default=100, help="epoch cap (early stopping usually ends sooner)")
     parser.add_argument("--limit", type=int, default=None,

@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import helpers  # noqa: E402
@@ -33,9 +32,7 @@ import keras  # noqa: E402  (helpers has started it)
 
 def load(args) -> helpers.SaltData:
     if args.data_npz:
-        arrays = np.load(args.data_npz)
-        return helpers.SaltData(arrays["ids"].astype(str), arrays["images"], arrays["masks"],
-                                arrays["depths"], source=f"packed labelled data ({len(arrays['ids'])} slices)")
+        return helpers.load_packed_salt_data(args.data_npz, limit=args.limit)
     return helpers.load_salt_data(args.data_dir, limit=args.limit)
 
 
@@ -52,9 +49,7 @@ def main(argv=None):
 
     data = load(args)
     if args.pack:
-        Path(args.pack).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(args.pack, ids=data.ids, images=data.images, masks=data.masks, depths=data.depths)
-        print(f"packed {len(data)} labelled slices into {args.pack}")
+        print(f"packed {len(data)} labelled slices into {helpers.pack_salt_data(data, args.pack)}")
         return
 
     gpu = helpers.find_gpu()

@@ -68,16 +68,14 @@ def test_series_leaves_its_outputs(nbval_run):
 @pytest.mark.slow
 @pytest.mark.after_notebooks
 def test_notebook_three_stage_one_is_what_the_helpers_train(nbval_run, tmp_path):
-    """03_train.ipynb trains stage 1 cell by cell; helpers.train_stage must give the same epochs."""
+    """03_train.ipynb trains stage 1 cell by cell; helpers.train_unet's stage 1 must give the same epochs."""
     config, data = quick_synthetic()
     train_index, val_index = helpers.split_for_run(tmp_path, data, seed=config.seed)
     assert (tmp_path / "split.csv").read_text() == (nbval_run / "split.csv").read_text(), \
         "the run's split is not the one the helpers make from the same data and seed"
     arrays = helpers.network_arrays(data.subset(train_index), data.subset(val_index))
-    helpers.train_stage(helpers.stage_one_config(config), tmp_path,
-                        lambda: helpers.compile_unet(helpers.build_unet(config.base_filters, dropout=config.dropout),
-                                                     config.learning_rate, ema_momentum=config.ema_momentum),
-                        arrays, verbose=0)
+    first = helpers.stage_one_config(config)
+    helpers.train_stage(first, tmp_path, lambda: helpers.new_unet(first), arrays, verbose=0)  # as train_unet does
     notebook = pd.read_csv(nbval_run / "history.csv")
     ours = pd.read_csv(tmp_path / "history.csv")
     assert notebook["epoch"].tolist() == ours["epoch"].tolist() == list(range(1, config.epochs + 1))

@@ -1,0 +1,219 @@
+"""Screen levers on the series' recipe cheaply: their speed on this CPU, their score at the epochs that speed buys.
+
+A lever is a change to ``helpers.TrainingConfig`` (the table ``LEVERS`` below). Judged fairly, a
+lever that slows the training step must pay for the epochs it costs, so the screen has two parts:
+
+1. ``speed``, on the project's 2-core CPU, alone: each lever's training images/s (batch 32,
+   112x112, random data, after a warm-up), measured in turns so the machine's drift hits them
+   alike, and its forward GFLOP (the convolutions counted from the model)::
+
+       .venv/bin/python benchmarks/levers.py speed --out benchmarks/results/lever-speed-cpu.json
+
+2. ``screen``, anywhere (a lent GPU is quickest): every lever trains the benchmark's first split
+   (``compare_recipes.py --only series``, held-out slices untouched) for the epochs its CPU speed
+   would fit in the benchmark's 60 minutes: ``--epochs-per-stage`` (what the series itself gets
+   there, 28 + 28 on the 2-core CPU) times its speed relative to the series, stage 2 getting
+   ``finetune_share`` of the total. All levers run at once, one process each::
+
+       python benchmarks/levers.py screen --data-npz .device/tgs-labelled.npz \\
+           --speed benchmarks/results/lever-speed-cpu.json --out /tmp/screen
+
+3. ``table``: each lever's held-out score against the series' on the same slices, with a paired
+   95% bootstrap interval, from the folder of ``<lever>.json`` the screen wrote::
+
+       .venv/bin/python benchmarks/levers.py table benchmarks/results/screen-h200-jax
+
+The screen ranks levers; it does not replace the benchmark: the lever that wins it is confirmed
+on three splits at 60 minutes of CPU time with ``compare_recipes.py --set``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import helpers  # noqa: E402
+import keras  # noqa: E402  (helpers has started it)
+from compare_recipes import conv_gflop_per_image  # noqa: E402
+from report import bootstrap_interval  # noqa: E402
+
+LEVERS = {
+    "series": ({}, "today's recipe, as the notebooks run it"),
+    "series-seed43": ({"seed": 43}, "today's recipe with another training seed: the screen's noise"),
+    "residual": ({"block": "residual"}, "residual blocks (a shortcut around every block)"),
+    "scse": ({"scse": True}, "spatial and channel squeeze-excitation after every expanding block"),
+    "hypercolumn": ({"hypercolumn": True}, "the head sees every expanding level, upsampled: thin bodies"),
+    "shift8": ({"shift_pixels": 8}, "translation augmentation, up to 8 pixels each way"),
+    "focal-dice": ({"stage_one_loss": "focal_dice"}, "stage 1 focal + Dice: hard pixels count more"),
+    "lovasz-0.7": ({"finetune_share": 0.7}, "the Lovász stage gets 70% of the budget, not 50%"),
+    "bf16": ({"mixed_precision": True}, "bfloat16 layers: quicker steps, more epochs"),
+}
+"""Lever name -> (TrainingConfig changes, what it is for)."""
+
+
+def lever_config(name, **changes):
+    """The class setting's TrainingConfig with the lever's changes."""
+    return replace(helpers.training_config("class", **changes), **LEVERS[name][0])
+
+
+def set_flags(overrides):
+    """``{"block": "residual"}`` -> ``["--set", "block=residual"]`` for compare_recipes.py."""
+    flags = []
+    for field, value in overrides.items():
+        flags += ["--set", f"{field}={str(value).lower() if isinstance(value, bool) else value}"]
+    return flags
+
+
+def measure_speed(names, batches=12, rounds=3, batch_size=32):
+    """Training images/s of each lever's UNet on random data, best of ``rounds`` turns; and its GFLOP."""
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size, helpers.PADDED_SIZE, helpers.PADDED_SIZE, 1), dtype=np.float32)
+    y = (rng.random(x.shape) < 0.3).astype(np.float32)
+    models = {}
+    for name in names:
+        keras.utils.set_random_seed(0)
+        models[name] = helpers.new_unet(lever_config(name))
+        for _ in range(3):  # warm-up: tracing and the first allocations
+            models[name].train_on_batch(x, y)
+    speeds = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            begin = time.perf_counter()
+            for _ in range(batches):
+                models[name].train_on_batch(x, y)
+            speeds[name].append(batches * batch_size / (time.perf_counter() - begin))
+    rows = {}
+    for name in names:
+        gflop = conv_gflop_per_image(models[name], helpers.PADDED_SIZE)
+        best = max(speeds[name])
+        rows[name] = {"images_per_s": round(best, 1), "each_round": [round(v, 1) for v in speeds[name]],
+                      "forward_gflop": round(gflop, 3), "train_gflop_per_s": round(3 * gflop * best, 1),
+                      "params": models[name].count_params()}
+    return rows
+
+
+def screen_epochs(name, speed, epochs_per_stage):
+    """(stage 1, stage 2) epochs the lever gets: the series' epochs scaled by its relative speed and split by share.
+
+    ``speed`` maps lever names to ``{"images_per_s": ...}`` (a lever missing from it, such as another
+    seed, runs at the series' speed); None gives every lever the series' epochs.
+    """
+    ratio = speed.get(name, speed["series"])["images_per_s"] / speed["series"]["images_per_s"] if speed else 1.0
+    share = lever_config(name).finetune_share
+    total = 2 * epochs_per_stage * ratio
+    return max(1, round(total * (1 - share))), max(1, round(total * share))
+
+
+def screen(args):
+    speed = json.loads(Path(args.speed).read_text())["levers"] if args.speed else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = {}
+    for name in args.levers.split(","):
+        first, second = screen_epochs(name, speed, args.epochs_per_stage)
+        overrides = dict(LEVERS[name][0], finetune_epochs=second)
+        command = [sys.executable, str(ROOT / "benchmarks" / "compare_recipes.py"), "--only", "series",
+                   "--seed", str(args.seed), "--budget-min", "600", "--epochs", str(first),
+                   "--out", str(out / name), *set_flags(overrides)]
+        command += ["--data-npz", args.data_npz] if args.data_npz else ["--data-dir", args.data_dir]
+        print(f"{name}: {first} + {second} epochs", flush=True)
+        log = open(out / f"{name}.log", "w")
+        jobs[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
+    for name, (job, log) in jobs.items():
+        job.wait()
+        log.close()
+        result = out / name / "series.json"
+        if result.is_file():
+            record = json.loads(result.read_text())
+            record["lever"] = name
+            (out / f"{name}.json").write_text(json.dumps(record))
+            print(f"{name}: held-out {record['held_out_score']:.4f}", flush=True)
+        else:
+            print(f"{name}: failed (exit {job.returncode}); see {out / name}.log", flush=True)
+
+
+def table(folder):
+    """The screen's table: one row per lever, paired against the series on the same held-out slices."""
+    folder = Path(folder)
+    results = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))
+               if path.stem in LEVERS}
+    if "series" not in results:
+        raise SystemExit(f"{folder}: no series.json to pair the levers with")
+    base = results["series"]
+    lines = ["| lever | what it changes | epochs | held-out score | paired gain over the series (95% interval) "
+             "| validation score | post-processing |", "|" + "---|" * 7]
+    for name in LEVERS:
+        if name not in results:
+            continue
+        r = results[name]
+        if name == "series":
+            gain = "–"
+        else:
+            low, high = bootstrap_interval(r["held_out_per_image"], paired_with=base["held_out_per_image"])
+            gain = f"{r['held_out_score'] - base['held_out_score']:+.4f} ({low:+.3f} to {high:+.3f})"
+        post = r["postprocessing"]
+        lines.append(f"| {name} | {LEVERS[name][1]} | {' + '.join(map(str, r['stage_epochs']))} "
+                     f"| {r['held_out_score']:.4f} | {gain} | {r['val_score']:.4f} "
+                     f"| thr {post['threshold']:.2f}, min_peak {post['min_peak']:.2f}, "
+                     f"{'TTA' if post['flip_tta'] else 'no TTA'}, min_px {post['min_pixels']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    speed = commands.add_parser("speed", help="CPU images/s and GFLOP of every lever (run it alone)")
+    speed.add_argument("--levers", default=",".join(name for name in LEVERS if name != "series-seed43"))
+    speed.add_argument("--batches", type=int, default=12)
+    speed.add_argument("--rounds", type=int, default=3)
+    speed.add_argument("--out", required=True)
+    run = commands.add_parser("screen", help="train every lever on one split, at once")
+    run.add_argument("--data-dir", default=None)
+    run.add_argument("--data-npz", default=None)
+    run.add_argument("--speed", default=None, help="the JSON `speed` wrote (without it: the same epochs for all)")
+    run.add_argument("--epochs-per-stage", type=int, default=28)
+    run.add_argument("--seed", type=int, default=2026)
+    run.add_argument("--levers", default=",".join(LEVERS))
+    run.add_argument("--out", required=True)
+    show = commands.add_parser("table", help="the screen's paired table")
+    show.add_argument("folder")
+    args = parser.parse_args(argv)
+
+    if args.command in ("speed", "screen"):
+        unknown = set(args.levers.split(",")) - set(LEVERS)
+        if unknown:
+            parser.error(f"unknown lever(s) {sorted(unknown)}; choose from {sorted(LEVERS)}")
+    if args.command == "speed":
+        names = args.levers.split(",")
+        rows = measure_speed(names, args.batches, args.rounds)
+        record = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                  "backend": keras.backend.backend(), "keras": keras.__version__,
+                  "batch": 32, "input": helpers.PADDED_SIZE, "levers": rows}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(record, indent=2))
+        for name, row in rows.items():
+            print(f"{name:>14}: {row['images_per_s']:6.1f} images/s ({row['images_per_s'] / rows['series']['images_per_s'] if 'series' in rows else 1:.2f}x)  "
+                  f"{row['forward_gflop']:.3f} GFLOP  {row['train_gflop_per_s']:.0f} GFLOP/s  {row['params']:,} weights")
+    elif args.command == "screen":
+        if "series" not in args.levers.split(","):
+            parser.error("the screen pairs every lever with 'series': keep it in --levers")
+        screen(args)
+        print(table(args.out))
+    else:
+        print(table(args.folder))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The levers the benchmark screens: each one changes what it says, and the defaults change nothing."""
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import helpers
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import compare_recipes  # noqa: E402
+import levers  # noqa: E402
+
+
+def layer_classes(model):
+    return {type(layer).__name__ for layer in model.layers}
+
+
+def test_the_default_levers_build_the_series_unet():
+    config = helpers.training_config("class")
+    keras.utils.set_random_seed(1)
+    taught = helpers.build_unet(config.base_filters, dropout=config.dropout)
+    keras.utils.set_random_seed(1)
+    built = helpers.new_unet(config)
+    assert helpers.describe_model(built) == helpers.describe_model(taught)
+    assert all(np.array_equal(a, b) for a, b in zip(built.get_weights(), taught.get_weights()))
+    assert built.loss is helpers.bce_dice_loss and built.optimizer.use_ema
+    assert built.optimizer.ema_momentum == config.ema_momentum
+
+
+@pytest.mark.parametrize("lever, expect", [
+    (dict(block="residual"), {"Add"}),
+    (dict(scse=True), {"GlobalAveragePooling2D", "Dense", "Multiply"}),
+    (dict(hypercolumn=True), {"UpSampling2D"}),
+])
+def test_each_architecture_lever_adds_its_layers_and_keeps_the_shapes(lever, expect):
+    plain = helpers.build_unet(base_filters=4)
+    model = helpers.build_unet(base_filters=4, **lever)
+    assert expect <= layer_classes(model) - layer_classes(plain)
+    assert model.count_params() > plain.count_params()
+    out = model.predict_on_batch(np.zeros((2, 112, 112, 1), np.float32))
+    assert out.shape == (2, 112, 112, 1) and out.dtype == np.float32
+    helpers.plot_unet(model)  # the diagram still finds every level's block
+
+
+def test_residual_block_adds_its_input_back():
+    x = keras.Input((8, 8, 4))
+    same = keras.Model(x, helpers.residual_block(x, 4, "r"))
+    assert not any(layer.name == "r_shortcut" for layer in same.layers)  # same width: the identity
+    wider = keras.Model(x, helpers.residual_block(x, 8, "r"))
+    assert wider.get_layer("r_shortcut").kernel.shape == (1, 1, 4, 8)
+    # with the block's convolutions zeroed, the output is relu(input): the shortcut alone
+    for layer in same.layers:
+        if layer.name in ("r_conv1", "r_conv2"):
+            layer.kernel.assign(np.zeros(layer.kernel.shape, np.float32))
+    inputs = np.random.default_rng(0).normal(size=(1, 8, 8, 4)).astype(np.float32)
+    assert np.allclose(same.predict_on_batch(inputs), np.maximum(inputs, 0), atol=1e-5)
+
+
+def test_scse_reweights_by_channel_and_by_pixel():
+    x = keras.Input((6, 6, 4))
+    model = keras.Model(x, helpers.scse_block(x, "s"))
+    inputs = np.random.default_rng(1).random((1, 6, 6, 4)).astype(np.float32)
+    out = model.predict_on_batch(inputs)
+    assert out.shape == inputs.shape
+    assert np.all(out >= 0) and np.all(out <= 2 * inputs + 1e-6)  # two weights in (0, 1), summed
+
+
+def test_mixed_precision_lever_builds_bfloat16_layers_and_leaves_the_policy_alone():
+    before = keras.config.dtype_policy().name
+    model = helpers.new_unet(replace(helpers.training_config("quick"), base_filters=2, mixed_precision=True))
+    assert keras.config.dtype_policy().name == before
+    assert model.get_layer("down1_conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("down1_conv1").kernel.dtype == "float32"
+    assert model.get_layer("salt").compute_dtype == "float32"  # the head stays float32
+
+
+def test_focal_dice_loss_weights_hard_pixels_more():
+    truth = np.zeros((2, 8, 8, 1), np.float32)
+    truth[:, 2:5, 2:5] = 1
+    loss = lambda probs: float(helpers.focal_dice_loss(truth, probs.astype(np.float32)))  # noqa: E731
+    perfect, right_but_unsure, wrong = truth * 0.999 + 0.0005, 0.3 + 0.4 * truth, 1 - truth
+    assert loss(perfect) < 0.01 < loss(right_but_unsure) < loss(wrong)
+    focal_only = loss(right_but_unsure) - float(helpers.soft_dice_loss(truth, right_but_unsure.astype(np.float32)))
+    p_true = 0.7  # every pixel's probability for its true class
+    assert focal_only == pytest.approx(-(1 - p_true) ** 2 * np.log(p_true), rel=1e-4)
+    assert helpers.STAGE_ONE_LOSSES["focal_dice"] is helpers.focal_dice_loss
+
+
+def test_shift_batch_moves_images_and_masks_together():
+    batch = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6, 1)
+    moved = helpers.shift_batch(batch, np.array([[2, 0], [0, -1]]))
+    assert np.array_equal(moved[0, 2:], batch[0, :4])  # down by 2
+    assert np.array_equal(moved[1, :, :5], batch[1, :, 1:])  # left by 1
+    assert np.array_equal(moved[0, :2], batch[0, 2:0:-1])  # reflected in at the edge
+    assert helpers.shift_batch(batch, np.zeros((2, 2), int)) is batch
+
+
+def test_train_feed_shifts_only_when_asked_and_the_same_after_a_resume():
+    rng = np.random.default_rng(0)
+    x = rng.random((10, 16, 16, 1)).astype(np.float32)
+    plain = helpers.TrainFeed(x, x.copy(), 4, seed=3)
+    shifted = helpers.TrainFeed(x, x.copy(), 4, seed=3, shift_pixels=3)
+    assert np.array_equal(plain.order, shifted.order) and np.array_equal(plain.flips, shifted.flips)
+    assert plain.shifts is None and np.abs(shifted.shifts).max() <= 3
+    xb, yb = shifted[0]
+    assert np.array_equal(xb, yb) and not np.array_equal(xb, plain[0][0])  # image and mask moved alike
+    shifted.on_epoch_end()
+    resumed = helpers.TrainFeed(x, x.copy(), 4, seed=3, shift_pixels=3, start_epoch=1)
+    assert np.array_equal(resumed[1][0], shifted[1][0])
+
+
+def test_the_levers_are_checked_by_name():
+    for change in (dict(block="dense"), dict(stage_one_loss="mse"), dict(shift_pixels=-1)):
+        field = next(iter(change))
+        with pytest.raises(ValueError, match=f"{field}="):
+            replace(helpers.training_config("quick"), **change)
+
+
+def test_compare_recipes_sets_the_levers_by_name():
+    overrides = compare_recipes.parse_overrides(["block=residual", "scse=true", "shift_pixels=8",
+                                                 "stage_one_loss=focal_dice", "mixed_precision=false"])
+    assert overrides == dict(block="residual", scse=True, shift_pixels=8, stage_one_loss="focal_dice",
+                             mixed_precision=False)
+    for name, (changes, _) in levers.LEVERS.items():
+        flags = levers.set_flags(changes)
+        assert compare_recipes.parse_overrides(flags[1::2]) == changes, name
+
+
+def test_screen_epochs_follow_each_levers_speed_and_share():
+    speed = {"series": {"images_per_s": 40.0}, "residual": {"images_per_s": 30.0}, "bf16": {"images_per_s": 46.0}}
+    assert levers.screen_epochs("series", speed, 28) == (28, 28)
+    assert levers.screen_epochs("residual", speed, 28) == (21, 21)
+    assert levers.screen_epochs("bf16", speed, 28) == (32, 32)
+    assert levers.screen_epochs("series-seed43", speed, 28) == (28, 28)  # not in the speed table: the series'
+    assert levers.screen_epochs("lovasz-0.7", speed, 28) == (17, 39)
+    assert levers.screen_epochs("residual", None, 28) == (28, 28)
+
+
+def test_the_screen_table_pairs_each_lever_with_the_series(tmp_path):
+    def record(name, scores):
+        return {"lever": name, "held_out_per_image": scores, "held_out_score": float(np.mean(scores)),
+                "stage_epochs": [3, 2], "val_score": 0.5,
+                "postprocessing": dict(threshold=0.5, min_peak=0.7, flip_tta=True, min_pixels=0)}
+    base = [0.0, 0.5, 1.0, 1.0]
+    (tmp_path / "series.json").write_text(json.dumps(record("series", base)))
+    (tmp_path / "scse.json").write_text(json.dumps(record("scse", [0.1, 0.6, 1.0, 1.0])))
+    rows = levers.table(tmp_path).splitlines()
+    assert rows[2].startswith("| series |") and rows[3].startswith("| scse |")
+    assert "+0.0500 (+0.000 to +0.100)" in rows[3]
+    (tmp_path / "series.json").unlink()
+    with pytest.raises(SystemExit, match="no series.json"):
+        levers.table(tmp_path)
+
+
+def test_packed_data_round_trip_and_a_bad_file(tmp_path):
+    data = helpers.make_synthetic_dataset(5, seed=2)
+    path = helpers.pack_salt_data(data, tmp_path / "packed" / "data.npz")
+    back = helpers.load_packed_salt_data(path, limit=3)
+    assert list(back.ids) == list(data.ids[:3]) and back.masks.dtype == bool
+    assert np.array_equal(back.images, data.images[:3]) and np.array_equal(back.masks, data.masks[:3])
+    np.savez(tmp_path / "other.npz", images=np.zeros((2, 5, 5)))
+    with pytest.raises(helpers.SaltDataError, match="other.npz: not a packed data file"):
+        helpers.load_packed_salt_data(tmp_path / "other.npz")
