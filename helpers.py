@@ -684,7 +684,7 @@ def scse_block(x, name, reduction=2):
     """
 
     channels = x.shape[-1]
-    squeeze = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_cse_pool")(x)
+    squeeze = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_cse_squeeze")(x)
     squeeze = layers.Dense(max(channels // reduction, 1), activation="relu", name=f"{name}_cse_dense1")(squeeze)
     squeeze = layers.Dense(channels, activation="sigmoid", name=f"{name}_cse_dense2")(squeeze)
     by_channel = layers.Multiply(name=f"{name}_cse")([x, squeeze])
@@ -973,11 +973,20 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     ``resumed=True`` the first epoch's start swaps them back. Keras keeps
     that fact in ``_ema_weights_in_model``, which has no public setter;
     ``tests/test_training.py`` fails if a Keras release renames it.
+
+    At the last epoch's end Keras copies the raw weights into the average
+    (``_backend_finalize_ema_values``); on JAX that shares one array between
+    the two, and the next ``predict`` on a GPU frees it, so saving the model
+    afterwards fails ("Array has been deleted"). Here each average gets a copy.
     """
 
     def __init__(self, resumed=False):
         super().__init__(swap_on_epoch=True)
         self._ema_weights_in_model = resumed
+
+    def _backend_finalize_ema_values(self, optimizer):
+        for weights, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+            average.assign(ops.convert_to_numpy(weights))
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):

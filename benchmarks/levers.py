@@ -63,6 +63,10 @@ LEVERS = {
 """Lever name -> (TrainingConfig changes, what it is for)."""
 
 
+MODEL_FIELDS = {"base_filters", "block", "scse", "hypercolumn", "mixed_precision"}
+"""The TrainingConfig fields that change the training step's cost; other levers train at the series' speed."""
+
+
 def lever_config(name, **changes):
     """The class setting's TrainingConfig with the lever's changes."""
     return replace(helpers.training_config("class", **changes), **LEVERS[name][0])
@@ -104,13 +108,19 @@ def measure_speed(names, batches=12, rounds=3, batch_size=32):
     return rows
 
 
-def screen_epochs(name, speed, epochs_per_stage):
+def screen_epochs(name, speed, epochs_per_stage, stage_one_only=False):
     """(stage 1, stage 2) epochs the lever gets: the series' epochs scaled by its relative speed and split by share.
 
-    ``speed`` maps lever names to ``{"images_per_s": ...}`` (a lever missing from it, such as another
-    seed, runs at the series' speed); None gives every lever the series' epochs.
+    ``speed`` maps lever names to ``{"images_per_s": ...}``; a lever that changes none of
+    :data:`MODEL_FIELDS` (another seed, a loss, augmentation) runs at the series' speed, since its
+    step is the same model's, and so does one missing from ``speed``. None gives every lever the
+    series' epochs. ``stage_one_only``: stage 1's scaled epochs and no stage 2.
     """
-    ratio = speed.get(name, speed["series"])["images_per_s"] / speed["series"]["images_per_s"] if speed else 1.0
+    ratio = 1.0
+    if speed and name in speed and set(LEVERS[name][0]) & MODEL_FIELDS:
+        ratio = speed[name]["images_per_s"] / speed["series"]["images_per_s"]
+    if stage_one_only:
+        return max(1, round(epochs_per_stage * ratio)), 0
     share = lever_config(name).finetune_share
     total = 2 * epochs_per_stage * ratio
     return max(1, round(total * (1 - share))), max(1, round(total * share))
@@ -122,12 +132,14 @@ def screen(args):
     out.mkdir(parents=True, exist_ok=True)
     jobs = {}
     for name in args.levers.split(","):
-        first, second = screen_epochs(name, speed, args.epochs_per_stage)
+        first, second = screen_epochs(name, speed, args.epochs_per_stage, args.stage_one_only)
         overrides = dict(LEVERS[name][0], finetune_epochs=second)
         command = [sys.executable, str(ROOT / "benchmarks" / "compare_recipes.py"), "--only", "series",
                    "--seed", str(args.seed), "--budget-min", "600", "--epochs", str(first),
                    "--out", str(out / name), *set_flags(overrides)]
         command += ["--data-npz", args.data_npz] if args.data_npz else ["--data-dir", args.data_dir]
+        if args.limit:  # a smoke test
+            command += ["--limit", str(args.limit), "--steps-per-epoch", "2"]
         print(f"{name}: {first} + {second} epochs", flush=True)
         log = open(out / f"{name}.log", "w")
         jobs[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
@@ -175,7 +187,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     speed = commands.add_parser("speed", help="CPU images/s and GFLOP of every lever (run it alone)")
-    speed.add_argument("--levers", default=",".join(name for name in LEVERS if name != "series-seed43"))
+    speed.add_argument("--levers", default=",".join(name for name in LEVERS if name != "series-seed43"),
+                       help="the same model's levers (shift8, focal-dice, lovasz-0.7) show the probe's noise")
     speed.add_argument("--batches", type=int, default=12)
     speed.add_argument("--rounds", type=int, default=3)
     speed.add_argument("--out", required=True)
@@ -186,6 +199,9 @@ def main(argv=None):
     run.add_argument("--epochs-per-stage", type=int, default=28)
     run.add_argument("--seed", type=int, default=2026)
     run.add_argument("--levers", default=",".join(LEVERS))
+    run.add_argument("--stage-one-only", action="store_true",
+                     help="stage 1 alone (its share of the epochs), no Lovász stage: the cheaper screen")
+    run.add_argument("--limit", type=int, default=None, help="a smoke test: N slices, epochs of 2 batches")
     run.add_argument("--out", required=True)
     show = commands.add_parser("table", help="the screen's paired table")
     show.add_argument("folder")

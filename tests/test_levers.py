@@ -139,8 +139,11 @@ def test_screen_epochs_follow_each_levers_speed_and_share():
     assert levers.screen_epochs("residual", speed, 28) == (21, 21)
     assert levers.screen_epochs("bf16", speed, 28) == (32, 32)
     assert levers.screen_epochs("series-seed43", speed, 28) == (28, 28)  # not in the speed table: the series'
+    speed["focal-dice"] = {"images_per_s": 44.0}  # the same model as the series': the probe's noise, ignored
+    assert levers.screen_epochs("focal-dice", speed, 28) == (28, 28)
     assert levers.screen_epochs("lovasz-0.7", speed, 28) == (17, 39)
     assert levers.screen_epochs("residual", None, 28) == (28, 28)
+    assert levers.screen_epochs("residual", speed, 28, stage_one_only=True) == (21, 0)
 
 
 def test_the_screen_table_pairs_each_lever_with_the_series(tmp_path):

@@ -324,6 +324,41 @@ def test_keras_still_keeps_where_the_average_is_in_the_attribute_the_series_sets
     assert helpers.AveragedWeights()._ema_weights_in_model is False
 
 
+def test_the_last_epochs_average_is_a_copy_so_predict_then_save_works(tmp_path):
+    """At the epoch cap Keras copies the weights into the average; sharing one array breaks JAX on a GPU.
+
+    A JAX predict on a GPU frees the model's arrays it was given (buffer donation), so an average
+    that shares them makes the next save fail ("Array has been deleted", seen on an H200 when a
+    benchmark callback predicted after the last epoch). The CPU does not free them, so this checks
+    the cause: no average holds the same array as a weight, and predict then save works.
+    """
+    import inspect
+
+    import keras
+
+    assert "_backend_finalize_ema_values" in inspect.getsource(keras.callbacks.SwapEMAWeights)
+    model = helpers.compile_unet(helpers.build_unet(base_filters=2, depth=2), ema_momentum=0.9)
+    data = helpers.make_synthetic_dataset(8, seed=4)
+    x, y = helpers.to_network_input(data.images), helpers.to_network_target(data.masks)
+
+    shared = []
+
+    class PredictAfterEachEpoch(keras.callbacks.Callback):  # what the benchmark's held-out scorer does
+        def on_epoch_end(self, epoch, logs=None):
+            optimizer = self.model.optimizer
+            pairs = list(zip(optimizer._trainable_variables, optimizer._model_variables_moving_average))
+            shared.extend(weights.path for weights, average in pairs if average.value is weights.value)
+            if epoch == 1:  # the last: Keras has just put the weights into the average too
+                assert all(np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(w))
+                           for w, a in pairs)
+            self.model.predict(x, verbose=0)
+            helpers.save_model_atomically(self.model, tmp_path / f"epoch-{epoch}.keras")
+
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[helpers.AveragedWeights(), PredictAfterEachEpoch()])
+    assert shared == []
+    assert (tmp_path / "epoch-1.keras").is_file()
+
+
 def test_checkpoints_saved_before_the_losses_were_registered_still_load(tmp_path):
     """Older best.keras files name the loss as a plain function ('bce_dice_loss'); they load with it."""
     import keras
