@@ -280,6 +280,7 @@ def score_run(result, run_dir, val, held_out, other=None):
     per_image = helpers.competition_score_per_image(held_out.masks, held_pred)
     scores["held_out_score"] = float(per_image.mean())
     scores["held_out_per_image"] = per_image.round(4).tolist()  # for intervals and paired comparisons
+    scores["held_out_coverage"] = helpers.coverage(held_out.masks).round(4).tolist()  # for scores by salt size
     scores["held_out_ci95"] = bootstrap_interval(per_image)
     scores["held_out_pixel_iou"] = helpers.pixel_iou(held_out.masks, held_pred)
     if other is not None:

@@ -19,9 +19,10 @@ lever that slows the training step must pay for the epochs it costs, so the scre
            --speed benchmarks/results/lever-speed-cpu.json --out /tmp/screen
 
 3. ``table``: each lever's held-out score against the series' on the same slices, with a paired
-   95% bootstrap interval, from the folder of ``<lever>.json`` the screen wrote::
+   95% bootstrap interval, and (given the data, or recorded) its scores on empty slices, slices
+   under 10% salt and the rest, from the folder of ``<lever>.json`` the screen wrote::
 
-       .venv/bin/python benchmarks/levers.py table benchmarks/results/screen-h200-jax
+       .venv/bin/python benchmarks/levers.py table benchmarks/results/screen-stage1-h200-jax --data-dir ../shared/tgs-salt
 
 The screen ranks levers; it does not replace the benchmark: the lever that wins it is confirmed
 on three splits at 60 minutes of CPU time with ``compare_recipes.py --set``.
@@ -156,16 +157,43 @@ def screen(args):
             print(f"{name}: failed (exit {job.returncode}); see {out / name}.log", flush=True)
 
 
-def table(folder):
-    """The screen's table: one row per lever, paired against the series on the same held-out slices."""
+SIZES = (("empty", lambda c: c == 0), ("under 10% salt", lambda c: (c > 0) & (c < 0.1)),
+         ("10% salt or more", lambda c: c >= 0.1))
+"""The held-out slices by how much salt they hold: where the issue says the points go."""
+
+
+def held_out_coverage(result, data=None):
+    """Each held-out slice's salt fraction: recorded in the result, or cut again from ``data`` with its seed."""
+    if "held_out_coverage" in result:
+        return np.asarray(result["held_out_coverage"])
+    if data is None:
+        return None
+    from compare_recipes import split_three_ways
+
+    held_out = split_three_ways(data, result["seed"])[2]
+    if len(held_out) != result["held_out"]:
+        raise SystemExit(f"the data gives {len(held_out)} held-out slices, the result {result['held_out']}: "
+                         "pass the data it was measured on")
+    return helpers.coverage(data.masks[held_out])
+
+
+def table(folder, data=None):
+    """The screen's table: one row per lever, paired against the series on the same held-out slices.
+
+    With the held-out slices' coverage (recorded, or from ``data``), it also scores the empty
+    slices, those with under 10% salt and the rest, each lever's mean on each.
+    """
     folder = Path(folder)
     results = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))
                if path.stem in LEVERS}
     if "series" not in results:
         raise SystemExit(f"{folder}: no series.json to pair the levers with")
     base = results["series"]
+    coverage = held_out_coverage(base, data)
+    by_size = coverage is not None
     lines = ["| lever | what it changes | epochs | held-out score | paired gain over the series (95% interval) "
-             "| validation score | post-processing |", "|" + "---|" * 7]
+             + "".join(f"| {label} ({int(pick(coverage).sum())}) " for label, pick in SIZES if by_size)
+             + "| validation score | post-processing |", "|" + "---|" * (7 + 3 * by_size)]
     for name in LEVERS:
         if name not in results:
             continue
@@ -176,8 +204,10 @@ def table(folder):
             low, high = bootstrap_interval(r["held_out_per_image"], paired_with=base["held_out_per_image"])
             gain = f"{r['held_out_score'] - base['held_out_score']:+.4f} ({low:+.3f} to {high:+.3f})"
         post = r["postprocessing"]
+        per_image = np.asarray(r["held_out_per_image"])
+        sizes = "".join(f"| {per_image[pick(coverage)].mean():.3f} " for _, pick in SIZES if by_size)
         lines.append(f"| {name} | {LEVERS[name][1]} | {' + '.join(map(str, r['stage_epochs']))} "
-                     f"| {r['held_out_score']:.4f} | {gain} | {r['val_score']:.4f} "
+                     f"| {r['held_out_score']:.4f} | {gain} {sizes}| {r['val_score']:.4f} "
                      f"| thr {post['threshold']:.2f}, min_peak {post['min_peak']:.2f}, "
                      f"{'TTA' if post['flip_tta'] else 'no TTA'}, min_px {post['min_pixels']} |")
     return "\n".join(lines) + "\n"
@@ -205,6 +235,8 @@ def main(argv=None):
     run.add_argument("--out", required=True)
     show = commands.add_parser("table", help="the screen's paired table")
     show.add_argument("folder")
+    show.add_argument("--data-dir", default=None, help="the data measured on, for scores by salt size")
+    show.add_argument("--data-npz", default=None)
     args = parser.parse_args(argv)
 
     if args.command in ("speed", "screen"):
@@ -228,7 +260,11 @@ def main(argv=None):
         screen(args)
         print(table(args.out))
     else:
-        print(table(args.folder))
+        data = None
+        if args.data_npz or args.data_dir:
+            data = (helpers.load_packed_salt_data(args.data_npz) if args.data_npz
+                    else helpers.load_salt_data(args.data_dir))
+        print(table(args.folder, data))
 
 
 if __name__ == "__main__":

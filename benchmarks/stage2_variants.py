@@ -65,6 +65,7 @@ def validation_scores(val, log):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="the data the --from run was trained on")
+    parser.add_argument("--data-npz", default=None, help="labelled data packed by train_full.py --pack")
     parser.add_argument("--from", dest="source", required=True, help="a compare_recipes.py --out folder")
     parser.add_argument("--variant", choices=sorted(VARIANTS), required=True)
     parser.add_argument("--epochs", type=int, default=8)
@@ -79,7 +80,7 @@ def main(argv=None):
     if out.exists():
         parser.error(f"{out} exists: choose another --out so no earlier measurement is overwritten")
     measured = json.loads(run.read_text())
-    train, val, _ = compare_recipes.load_three_ways(args.data_dir, measured["seed"], measured.get("limit"))
+    train, val, _ = compare_recipes.load_three_ways(args, measured["seed"], measured.get("limit"))
     # the run's recipe, with the changes it was measured with (compare_recipes.py --set)
     config = replace(helpers.training_config("class", steps_per_epoch=args.steps_per_epoch),
                      **measured.get("overrides", {}))

@@ -156,7 +156,13 @@ def test_the_screen_table_pairs_each_lever_with_the_series(tmp_path):
     (tmp_path / "scse.json").write_text(json.dumps(record("scse", [0.1, 0.6, 1.0, 1.0])))
     rows = levers.table(tmp_path).splitlines()
     assert rows[2].startswith("| series |") and rows[3].startswith("| scse |")
-    assert "+0.0500 (+0.000 to +0.100)" in rows[3]
+    assert "+0.0500 (+0.000 to +0.100)" in rows[3] and "under 10% salt" not in rows[0]
+    # with each held-out slice's salt fraction recorded: the scores by salt size, with their counts
+    (tmp_path / "series.json").write_text(json.dumps(dict(record("series", base),
+                                                          held_out_coverage=[0.0, 0.05, 0.5, 0.0])))
+    rows = levers.table(tmp_path).splitlines()
+    assert "| empty (2) | under 10% salt (1) | 10% salt or more (1) |" in rows[0]
+    assert "| +0.0500 (+0.000 to +0.100) | 0.550 | 0.600 | 1.000 |" in rows[3]
     (tmp_path / "series.json").unlink()
     with pytest.raises(SystemExit, match="no series.json"):
         levers.table(tmp_path)
