@@ -6,14 +6,18 @@
 1. Exploring the data (01_explore_data): the labelled slices, coverage and
    its classes, run-length encoding, IoU, Dice and the competition score,
    the coverage-stratified split.
-2. The UNet (02_build_unet): padding 101 to 112 and the network itself.
+2. The UNet (02_build_unet): padding 101 to 112 and the network itself
+   (and the blocks the benchmark screens as levers: residual, scSE,
+   hypercolumn; off by default).
 3. Training (03_train): the losses, Adam with averaged weights, the feed
-   with flips, the callbacks that never lose a run, the two stages.
+   with flips, the callbacks that never lose a run, the two stages (and
+   the levers' focal loss, translation and bfloat16; off by default).
 4. Evaluation (04_evaluate): probabilities for any uint8 images, turning
    them into masks (threshold, flips, the empty-slice rule, small
    components), choosing those on validation, the Kaggle submission.
 5. Plumbing no notebook teaches: reading the Kaggle files and zips, Kaggle
-   credentials and the download, the synthetic stand-in.
+   credentials and the download, the synthetic stand-in, packing the data
+   into one file for a machine without the folder.
 
 Only numpy, pandas, scikit-image and ``keras`` / ``keras.ops`` are used, so the
 same code runs with ``KERAS_BACKEND`` set to tensorflow, jax or torch.

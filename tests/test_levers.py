@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 import helpers
@@ -177,3 +178,35 @@ def test_packed_data_round_trip_and_a_bad_file(tmp_path):
     np.savez(tmp_path / "other.npz", images=np.zeros((2, 5, 5)))
     with pytest.raises(helpers.SaltDataError, match="other.npz: not a packed data file"):
         helpers.load_packed_salt_data(tmp_path / "other.npz")
+
+
+RESULTS = BENCHMARKS / "results"
+
+
+def test_the_committed_screen_is_what_the_benchmark_readme_reports():
+    """The stage-1 screen's records: each lever trained the epochs its CPU speed buys, scored on 640 slices."""
+    speed = json.loads((RESULTS / "lever-speed-cpu.json").read_text())["levers"]
+    folder = RESULTS / "screen-stage1-h200-jax"
+    records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
+    assert {"series", "series-seed43", "residual", "scse", "hypercolumn", "shift8", "focal-dice"} <= set(records)
+    for name, record in records.items():
+        changes = dict(record["overrides"])
+        assert changes.pop("finetune_epochs") == 0 and changes == levers.LEVERS[name][0], name
+        assert record["stage_epochs"] == [levers.screen_epochs(name, speed, 28, stage_one_only=True)[0]], name
+        assert record["backend"] == "jax" and record["seed"] == 2026 and record["held_out"] == 640
+        assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+    rows = levers.table(folder).splitlines()[2:]  # without the data: the columns by salt size are left out
+    record = (BENCHMARKS / "README.md").read_text()
+    for row in rows:  # each lever's epochs, score and paired gain, as the benchmark record prints them
+        assert "|".join(row.split("|")[:6]) in record, row
+
+
+def test_the_committed_synthetic_class_run_is_what_the_readme_reports():
+    folder = RESULTS / "cpu-class-synthetic"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    stages = [len(pd.read_csv(folder / f"history-stage{k}.csv")) for k in (1, 2)]
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    assert metrics["setting"] == "class" and "synthetic" in metrics["data"]
+    assert f"| epochs (stage 1 + stage 2) | {stages[0]} + {stages[1]} " in readme
+    scores = f"{metrics['at_threshold_0.5']['competition_score']:.3f} / {metrics['competition_score']:.3f}"
+    assert f"**{scores}**" in readme
