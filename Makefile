@@ -67,12 +67,14 @@ test-colab: .venv-colab/.installed
 	$(QUICK_SYNTHETIC) .venv-colab/bin/python $(NBVAL)
 	SALT_COLAB_SIMULATION=1 .venv-colab/bin/python -m pytest tests/test_colab_simulation.py
 
-## test-backends: nbval over the four notebooks on the JAX and the PyTorch backends
+## test-backends: nbval over the four notebooks on the JAX and the PyTorch backends, and the
+## unit test of what only JAX shows (the averaged weights sharing an array with the model's)
 test-backends: .venv-backends/.installed
 	for backend in jax torch; do \
 	  echo "== KERAS_BACKEND=$$backend"; \
 	  KERAS_BACKEND=$$backend $(QUICK_SYNTHETIC) .venv-backends/bin/python $(NBVAL) || exit 1; \
 	done
+	KERAS_BACKEND=jax .venv-backends/bin/python -m pytest tests/test_training.py -k last_epochs_average
 
 ## lab: open JupyterLab on the series
 lab: $(STAMP)

@@ -979,9 +979,11 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     ``tests/test_training.py`` fails if a Keras release renames it.
 
     At the last epoch's end Keras copies the raw weights into the average
-    (``_backend_finalize_ema_values``); on JAX that shares one array between
-    the two, and the next ``predict`` on a GPU frees it, so saving the model
-    afterwards fails ("Array has been deleted"). Here each average gets a copy.
+    (``_backend_finalize_ema_values``), and when ``fit`` ends it copies the
+    average into the model; on JAX each copy shares one array between the
+    two, and the next ``predict`` on a GPU frees it, so saving the model
+    afterwards fails ("Array has been deleted"). Here each average gets an
+    array of its own, both times.
     """
 
     def __init__(self, resumed=False):
@@ -991,6 +993,11 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     def _backend_finalize_ema_values(self, optimizer):
         for weights, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
             average.assign(ops.convert_to_numpy(weights))
+
+    def on_train_end(self, logs=None):
+        optimizer = self.model.optimizer
+        for average in getattr(optimizer, "_model_variables_moving_average", ()):
+            average.assign(ops.convert_to_numpy(average))
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):

@@ -11,9 +11,9 @@ lever that slows the training step must pay for the epochs it costs, so the scre
 
 2. ``screen``, anywhere (a lent GPU is quickest): every lever trains the benchmark's first split
    (``compare_recipes.py --only series``, held-out slices untouched) for the epochs its CPU speed
-   would fit in the benchmark's 60 minutes: ``--epochs-per-stage`` (what the series itself gets
-   there, 28 + 28 on the 2-core CPU) times its speed relative to the series, stage 2 getting
-   ``finetune_share`` of the total. All levers run at once, one process each::
+   would fit in the benchmark's 60 minutes: ``--epochs-per-stage`` (28: what the series' stage 1
+   reached there in three runs on the 2-core CPU) times its speed relative to the series, stage 2
+   getting ``finetune_share`` of the total (``--stage-one-only``: stage 1 alone, the cheaper screen). All levers run at once, one process each::
 
        python benchmarks/levers.py screen --data-npz .device/tgs-labelled.npz \\
            --speed benchmarks/results/lever-speed-cpu.json --out /tmp/screen
@@ -121,6 +121,8 @@ def screen_epochs(name, speed, epochs_per_stage, stage_one_only=False):
     if speed and name in speed and set(LEVERS[name][0]) & MODEL_FIELDS:
         ratio = speed[name]["images_per_s"] / speed["series"]["images_per_s"]
     if stage_one_only:
+        if "finetune_share" in LEVERS[name][0]:
+            raise ValueError(f"{name} changes stage 2's share, which a stage-1 screen does not train")
         return max(1, round(epochs_per_stage * ratio)), 0
     share = lever_config(name).finetune_share
     total = 2 * epochs_per_stage * ratio
@@ -129,6 +131,13 @@ def screen_epochs(name, speed, epochs_per_stage, stage_one_only=False):
 
 def screen(args):
     speed = json.loads(Path(args.speed).read_text())["levers"] if args.speed else None
+    if speed is not None and "series" not in speed:
+        raise SystemExit(f"{args.speed}: no 'series' row to measure the levers' speed against")
+    for name in args.levers.split(","):
+        try:
+            screen_epochs(name, speed, args.epochs_per_stage, args.stage_one_only)
+        except ValueError as error:
+            raise SystemExit(f"--levers: {error}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = {}
@@ -138,7 +147,8 @@ def screen(args):
         command = [sys.executable, str(ROOT / "benchmarks" / "compare_recipes.py"), "--only", "series",
                    "--seed", str(args.seed), "--budget-min", "600", "--epochs", str(first),
                    "--out", str(out / name), *set_flags(overrides)]
-        command += ["--data-npz", args.data_npz] if args.data_npz else ["--data-dir", args.data_dir]
+        if args.data_npz or args.data_dir:  # neither: compare_recipes finds the data as helpers does
+            command += ["--data-npz", args.data_npz] if args.data_npz else ["--data-dir", args.data_dir]
         if args.limit:  # a smoke test
             command += ["--limit", str(args.limit), "--steps-per-epoch", "2"]
         print(f"{name}: {first} + {second} epochs", flush=True)

@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
