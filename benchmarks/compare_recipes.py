@@ -106,13 +106,16 @@ def split_three_ways(data, seed):
     return rest[train], rest[val], held_out
 
 
-def load_three_ways(args, seed, limit=None):
-    """The data's train, validation and held-out SaltData, as :func:`split_three_ways` cuts them.
+def load_labelled(args, limit=None):
+    """The labelled data: ``args.data_npz`` (packed by ``train_full.py --pack``) when given, else ``args.data_dir``."""
+    if getattr(args, "data_npz", None):
+        return helpers.load_packed_salt_data(args.data_npz, limit=limit)
+    return helpers.load_salt_data(args.data_dir, limit=limit)
 
-    The data is ``args.data_npz`` (packed by ``train_full.py --pack``) when given, else ``args.data_dir``.
-    """
-    data = (helpers.load_packed_salt_data(args.data_npz, limit=limit) if args.data_npz
-            else helpers.load_salt_data(args.data_dir, limit=limit))
+
+def load_three_ways(args, seed, limit=None):
+    """The data's train, validation and held-out SaltData, as :func:`split_three_ways` cuts them."""
+    data = load_labelled(args, limit)
     return [data.subset(index) for index in split_three_ways(data, seed)]
 
 

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
-from compare_recipes import conv_gflop_per_image  # noqa: E402
+from compare_recipes import conv_gflop_per_image, load_labelled  # noqa: E402
 from report import bootstrap_interval  # noqa: E402
 
 LEVERS = {
@@ -270,11 +270,7 @@ def main(argv=None):
         screen(args)
         print(table(args.out))
     else:
-        data = None
-        if args.data_npz or args.data_dir:
-            data = (helpers.load_packed_salt_data(args.data_npz) if args.data_npz
-                    else helpers.load_salt_data(args.data_dir))
-        print(table(args.folder, data))
+        print(table(args.folder, load_labelled(args) if args.data_npz or args.data_dir else None))
 
 
 if __name__ == "__main__":

@@ -27,12 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
-
-
-def load(args) -> helpers.SaltData:
-    if args.data_npz:
-        return helpers.load_packed_salt_data(args.data_npz, limit=args.limit)
-    return helpers.load_salt_data(args.data_dir, limit=args.limit)
+from compare_recipes import load_labelled  # noqa: E402
 
 
 def main(argv=None):
@@ -46,7 +41,7 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/full-script")
     args = parser.parse_args(argv)
 
-    data = load(args)
+    data = load_labelled(args, args.limit)
     if args.pack:
         print(f"packed {len(data)} labelled slices into {helpers.pack_salt_data(data, args.pack)}")
         return
