@@ -8,10 +8,11 @@
    the coverage-stratified split.
 2. The UNet (02_build_unet): padding 101 to 112 and the network itself
    (and the blocks the benchmark screens as levers: residual, scSE,
-   hypercolumn; off by default).
+   hypercolumn, the empty-slice head; off by default).
 3. Training (03_train): the losses, Adam with averaged weights, the feed
    with flips, the callbacks that never lose a run, the two stages (and
-   the levers' focal loss, translation and bfloat16; off by default).
+   the levers' focal loss, the empty-slice head's loss, translation and
+   bfloat16; off by default).
 4. Evaluation (04_evaluate): probabilities for any uint8 images, turning
    them into masks (threshold, flips, the empty-slice rule, small
    components), choosing those on validation, the Kaggle submission.
@@ -217,10 +218,10 @@ class TrainingConfig:
     everything after training use the averaged weights (see
     :func:`compile_unet` and :func:`make_callbacks`).
 
-    The last six fields are levers the benchmark measures before one becomes
+    The last seven fields are levers the benchmark measures before one becomes
     the series' default (``benchmarks/levers.py``); their defaults are the
     recipe the notebooks teach. ``block`` ("plain" or "residual") and
-    ``scse`` / ``hypercolumn`` go to :func:`build_unet`; ``stage_one_loss``
+    ``scse`` / ``hypercolumn`` / ``empty_head`` go to :func:`build_unet`; ``stage_one_loss``
     ("bce_dice" or "focal_dice") is stage 1's loss; ``shift_pixels`` shifts
     each training slice by up to that many pixels (:class:`TrainFeed`);
     ``mixed_precision`` builds the UNet in bfloat16 with float32 weights.
@@ -251,6 +252,7 @@ class TrainingConfig:
     stage_one_loss: str = "bce_dice"
     shift_pixels: int = 0
     mixed_precision: bool = False
+    empty_head: bool = False
 
     def __post_init__(self):
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
@@ -697,8 +699,37 @@ def scse_block(x, name, reduction=2):
     return layers.Add(name=f"{name}_scse")([by_channel, by_pixel])
 
 
+@keras.saving.register_keras_serializable(package="salt_unet")
+class SpreadOverImage(layers.Layer):
+    """[(B, 1, 1, C) values, (B, H, W, any) image] -> (B, H, W, C): each value repeated at every pixel."""
+
+    def call(self, inputs):
+        values, image = inputs
+        return values * ops.ones_like(image[..., :1], dtype=values.dtype)
+
+
+def empty_slice_head(bottleneck, decoded, name="empty_head"):
+    """A lever (``empty_head=True``): a head that judges the whole slice, salt or none, for the pixels.
+
+    bottleneck: (B, h, w, C) the UNet's deepest features; decoded: (B, H, W, F)
+    the last expanding block's output. The bottleneck is averaged over the
+    slice into a summary of F values (global average pooling, a ReLU dense
+    layer); one sigmoid unit reads the chance in (0, 1) that the slice holds
+    any salt. The summary is spread over every pixel and concatenated to
+    ``decoded``, so the pixel head sees what the whole slice looks like
+    (salt texture without a boundary in view, or nothing at all). Returns
+    ``(features for the pixel head (B, H, W, 2F), chance (B, 1, 1, 1) float32)``.
+    """
+
+    summary = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(bottleneck)
+    summary = layers.Dense(decoded.shape[-1], activation="relu", name=f"{name}_dense")(summary)
+    chance = layers.Dense(1, activation="sigmoid", dtype="float32", name="has_salt")(summary)
+    spread = SpreadOverImage(name=f"{name}_spread")([summary, decoded])
+    return layers.Concatenate(name=f"{name}_fuse")([decoded, spread]), chance
+
+
 def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="unet",
-               block="plain", scse=False, hypercolumn=False):
+               block="plain", scse=False, hypercolumn=False, empty_head=False):
     """The series' UNet: a keras.Model from (None, None, 1) images to (None, None, 1) salt probabilities.
 
     ``depth`` levels of conv_block + 2x2 max-pool (filters doubling from
@@ -712,7 +743,11 @@ def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="un
     ``block="residual"`` uses :func:`residual_block` for every block;
     ``scse=True`` puts a :func:`scse_block` after every expanding block;
     ``hypercolumn=True`` feeds the head every expanding level's output,
-    upsampled to full size and concatenated, not only the last one.
+    upsampled to full size and concatenated, not only the last one;
+    ``empty_head=True`` adds :func:`empty_slice_head` and a second output
+    channel, (None, None, 2): channel 0 the salt probabilities, channel 1 the
+    slice's chance of holding salt, the same at every pixel (its loss:
+    :func:`with_empty_head`).
     """
 
     if block not in ("plain", "residual"):
@@ -727,7 +762,7 @@ def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="un
         x = layers.MaxPooling2D(2, name=f"down{level + 1}_pool")(x)
         x = layers.Dropout(dropout, name=f"down{level + 1}_drop")(x)
     x = make_block(x, base_filters * 2 ** depth, name="bottleneck", bn_momentum=bn_momentum)
-    columns = []
+    bottleneck, columns = x, []
     for level in reversed(range(depth)):
         x = layers.Conv2DTranspose(base_filters * 2 ** level, 2, strides=2, padding="same",
                                    name=f"up{level + 1}_transpose")(x)
@@ -741,7 +776,12 @@ def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="un
                                                name=f"up{level + 1}_to_full")(x))
     if columns:
         x = layers.Concatenate(name="hypercolumn")([x, *reversed(columns)])
+    if empty_head:
+        x, chance = empty_slice_head(bottleneck, x)
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="salt")(x)
+    if empty_head:
+        spread = SpreadOverImage(dtype="float32", name="has_salt_spread")([chance, outputs])
+        outputs = layers.Concatenate(dtype="float32", name="salt_and_has_salt")([outputs, spread])
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -853,13 +893,17 @@ def compile_unet(model, learning_rate=1e-3, loss=bce_dice_loss, ema_momentum=0.0
     every step (0.99: roughly the last 100 steps). The raw weights jump around
     from batch to batch; the average does not. Training always moves the raw
     weights; :func:`make_callbacks` swaps the average in for validation and
-    checkpoints.
+    checkpoints. A model with the empty-slice head (two output channels)
+    gets ``loss`` through :func:`with_empty_head`.
     """
 
     if not 0.0 <= ema_momentum < 1.0:
         raise ValueError(f"ema_momentum={ema_momentum!r} must be at least 0 (no average) and below 1")
     optimizer = keras.optimizers.Adam(learning_rate, use_ema=ema_momentum > 0, ema_momentum=ema_momentum)
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    metrics = ["accuracy"]
+    if model.output.shape[-1] == 2:  # the empty-slice head's lever: its loss and the pixels' accuracy
+        loss, metrics = with_empty_head(loss), [keras.metrics.MeanMetricWrapper(salt_accuracy, name="accuracy")]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return model
 
 
@@ -867,7 +911,8 @@ def new_unet(config: TrainingConfig):
     """Stage 1's starting model for ``config``: :func:`build_unet` compiled by :func:`compile_unet`.
 
     The UNet gets ``config``'s filters, dropout and levers (block, scSE,
-    hypercolumn; bfloat16 layers with ``mixed_precision``), Adam its learning
+    hypercolumn, the empty-slice head; bfloat16 layers with
+    ``mixed_precision``), Adam its learning
     rate and averaged weights, and the loss is ``config.stage_one_loss``. With
     the defaults this is the model 03_train builds in its cells.
     """
@@ -876,7 +921,7 @@ def new_unet(config: TrainingConfig):
         keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         model = build_unet(config.base_filters, dropout=config.dropout, block=config.block, scse=config.scse,
-                           hypercolumn=config.hypercolumn)
+                           hypercolumn=config.hypercolumn, empty_head=config.empty_head)
     finally:
         keras.config.set_dtype_policy(policy)
     return compile_unet(model, config.learning_rate, loss=STAGE_ONE_LOSSES[config.stage_one_loss],
@@ -910,6 +955,48 @@ def lovasz_hinge_loss(y_true, y_pred):
     jaccard = 1.0 - intersection / union
     weights = ops.concatenate([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=1)
     return ops.mean(ops.sum(ops.relu(errors_sorted) * ops.stop_gradient(weights), axis=1))
+
+
+EMPTY_HEAD_WEIGHT = 0.1
+"""How much the empty-slice head's own cross-entropy counts against the pixels' loss."""
+
+
+def with_empty_head(pixel_loss):
+    """The loss of a UNet with the empty-slice head: ``pixel_loss`` on channel 0, plus the head's cross-entropy.
+
+    ``pixel_loss`` is one of the series' registered losses (stage 1's or the
+    Lovász hinge); the result is registered too, so checkpoints reload. For
+    (B, H, W, 1) masks and (B, H, W, 2) outputs it returns ``pixel_loss`` of
+    the masks and channel 0, plus ``EMPTY_HEAD_WEIGHT`` times the binary
+    cross-entropy between "the mask holds salt" and channel 1 (read at one
+    pixel: it is the same at all). A loss that has the head already is
+    returned as it is.
+    """
+    if pixel_loss.__name__.endswith("_with_empty_head"):
+        return pixel_loss
+    name = f"{pixel_loss.__name__}_with_empty_head"
+
+    def loss(y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        has_salt = ops.max(ops.reshape(y_true, (ops.shape(y_true)[0], -1)), axis=1)
+        chance = ops.clip(ops.cast(y_pred[:, 0, 0, 1], "float32"), 1e-7, 1.0 - 1e-7)
+        image_loss = ops.mean(ops.binary_crossentropy(has_salt, chance))
+        return pixel_loss(y_true, y_pred[..., :1]) + EMPTY_HEAD_WEIGHT * image_loss
+
+    loss.__name__ = loss.__qualname__ = name
+    return keras.saving.get_registered_object(f"salt_unet>{name}") or \
+        keras.saving.register_keras_serializable(package="salt_unet", name=name)(loss)
+
+
+for _pixel_loss in (bce_dice_loss, focal_dice_loss, lovasz_hinge_loss):
+    with_empty_head(_pixel_loss)  # registered now, so a checkpoint with the head reloads in a new process
+
+
+@keras.saving.register_keras_serializable(package="salt_unet")
+def salt_accuracy(y_true, y_pred):
+    """Pixel accuracy of channel 0 at threshold 0.5: (B, H, W, 1) masks, (B, H, W, 1 or 2) outputs -> (B,)."""
+    right = ops.equal(ops.cast(y_true, "float32"), ops.cast(y_pred[..., :1] > 0.5, "float32"))
+    return ops.mean(ops.cast(right, "float32"), axis=(1, 2, 3))
 
 
 class TrainFeed(keras.utils.PyDataset):

@@ -86,7 +86,7 @@ def conv_gflop_per_image(model, size):
     pass's two products per layer).
     """
     convs = [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
-    outputs = keras.Model(model.inputs, [layer.output for layer in convs])(np.zeros((1, size, size, 1), "float32"))
+    outputs = keras.Model(model.input, [layer.output for layer in convs])(np.zeros((1, size, size, 1), "float32"))
     total = 0
     for layer, out in zip(convs, outputs):
         height, width = out.shape[1:3]

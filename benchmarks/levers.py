@@ -60,11 +60,12 @@ LEVERS = {
     "focal-dice": ({"stage_one_loss": "focal_dice"}, "stage 1 focal + Dice: hard pixels count more"),
     "lovasz-0.7": ({"finetune_share": 0.7}, "the Lovász stage gets 70% of the budget, not 50%"),
     "bf16": ({"mixed_precision": True}, "bfloat16 layers: quicker steps, more epochs"),
+    "empty-head": ({"empty_head": True}, "a head that judges the whole slice, salt or none, for the pixels"),
 }
 """Lever name -> (TrainingConfig changes, what it is for)."""
 
 
-MODEL_FIELDS = {"base_filters", "block", "scse", "hypercolumn", "mixed_precision"}
+MODEL_FIELDS = {"base_filters", "block", "scse", "hypercolumn", "mixed_precision", "empty_head"}
 """The TrainingConfig fields that change the training step's cost; other levers train at the series' speed."""
 
 

@@ -50,6 +50,67 @@ def test_each_architecture_lever_adds_its_layers_and_keeps_the_shapes(lever, exp
     helpers.plot_unet(model)  # the diagram still finds every level's block
 
 
+def test_the_empty_head_adds_the_slices_chance_of_salt_as_a_second_channel():
+    plain = helpers.build_unet(base_filters=4)
+    model = helpers.build_unet(base_filters=4, empty_head=True)
+    assert {"GlobalAveragePooling2D", "SpreadOverImage"} <= layer_classes(model) - layer_classes(plain)
+    images = np.random.default_rng(2).random((3, 112, 112, 1)).astype(np.float32)
+    out = model.predict_on_batch(images)
+    assert out.shape == (3, 112, 112, 2) and out.dtype == np.float32
+    assert np.all((out >= 0) & (out <= 1))
+    chance = model.get_layer("has_salt").output
+    assert tuple(chance.shape[1:]) == (1, 1, 1)
+    assert np.allclose(out[..., 1], out[:, :1, :1, 1])  # one value per slice, at every pixel
+    assert helpers.predict_salt(model, (images[..., 0] * 255).astype(np.uint8)).shape == (3, 112, 112)
+    helpers.plot_unet(model)  # the head's pooling is not counted as a level
+
+
+def test_the_empty_heads_loss_is_the_pixels_loss_plus_the_slices_cross_entropy():
+    truth = np.zeros((2, 8, 8, 1), np.float32)
+    truth[0, 2:5, 2:5] = 1  # slice 0 holds salt, slice 1 none
+    pixels = (0.2 + 0.6 * truth).astype(np.float32)
+    chance = np.array([0.8, 0.3], np.float32)[:, None, None, None] * np.ones_like(truth)
+    outputs = np.concatenate([pixels, chance], axis=-1)
+    for pixel_loss in (helpers.bce_dice_loss, helpers.lovasz_hinge_loss):
+        combined = helpers.with_empty_head(pixel_loss)
+        slices = -(np.log(0.8) + np.log(1 - 0.3)) / 2
+        expected = float(pixel_loss(truth, pixels)) + helpers.EMPTY_HEAD_WEIGHT * slices
+        assert float(combined(truth, outputs)) == pytest.approx(expected, rel=1e-5)
+        assert helpers.with_empty_head(combined) is combined  # never wrapped twice
+        name = f"salt_unet>{pixel_loss.__name__}_with_empty_head"
+        assert keras.saving.get_registered_object(name) is combined  # a checkpoint finds it again
+    accuracy = helpers.salt_accuracy(truth, outputs)
+    assert np.allclose(keras.ops.convert_to_numpy(accuracy), 1.0)  # channel 0 alone, not the chance
+
+
+class CutOffError(Exception):
+    """Stands for a runtime that dies mid-run."""
+
+
+@pytest.mark.slow
+def test_a_unet_with_the_empty_head_trains_both_stages_resumes_and_predicts(tmp_path):
+    data = helpers.make_synthetic_dataset(64, seed=3)
+    train, val = [data.subset(i) for i in
+                  helpers.stratified_split(helpers.coverage_class(helpers.coverage(data.masks)), seed=3)]
+    config = helpers.TrainingConfig(setting="test", epochs=2, finetune_epochs=2, batch_size=8, steps_per_epoch=2,
+                                    base_filters=2, empty_head=True)
+
+    class CutOff(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1 and (tmp_path / "lovasz").exists():
+                raise CutOffError
+
+    with pytest.raises(CutOffError):  # cut off in stage 2, after its first epoch
+        helpers.train_unet(config, train, val, tmp_path, verbose=0, extra_callbacks=[CutOff()])
+    history = helpers.train_unet(config, train, val, tmp_path, verbose=0)
+    assert list(history["stage"]) == [1, 1, 2, 2]
+    assert history["accuracy"].between(0, 1).all() and history["val_loss"].notna().all()
+    model = helpers.load_model_safely(helpers.final_checkpoint(tmp_path, config))
+    assert model.loss is helpers.with_empty_head(helpers.lovasz_hinge_loss)
+    probs = helpers.predict_salt(model, val.images)
+    assert probs.shape == val.images.shape and 0 <= probs.min() <= probs.max() <= 1
+
+
 def test_residual_block_adds_its_input_back():
     x = keras.Input((8, 8, 4))
     same = keras.Model(x, helpers.residual_block(x, 4, "r"))
@@ -126,9 +187,10 @@ def test_the_levers_are_checked_by_name():
 
 def test_compare_recipes_sets_the_levers_by_name():
     overrides = compare_recipes.parse_overrides(["block=residual", "scse=true", "shift_pixels=8",
-                                                 "stage_one_loss=focal_dice", "mixed_precision=false"])
+                                                 "stage_one_loss=focal_dice", "mixed_precision=false",
+                                                 "empty_head=true"])
     assert overrides == dict(block="residual", scse=True, shift_pixels=8, stage_one_loss="focal_dice",
-                             mixed_precision=False)
+                             mixed_precision=False, empty_head=True)
     for name, (changes, _) in levers.LEVERS.items():
         flags = levers.set_flags(changes)
         assert compare_recipes.parse_overrides(flags[1::2]) == changes, name
