@@ -188,8 +188,11 @@ def held_out_coverage(result, data=None):
     return helpers.coverage(data.masks[held_out])
 
 
-def table(folder, data=None):
+def table(folder, data=None, series=None):
     """The screen's table: one row per lever, paired against the series on the same held-out slices.
+
+    The series' record is ``folder/series.json``, or the file ``series`` names (a baseline
+    measured on its own, for levers run one at a time with ``compare_recipes.py --set``).
 
     With the held-out slices' coverage (recorded, or from ``data``), it also scores the empty
     slices, those with under 10% salt and the rest, each lever's mean on each.
@@ -197,8 +200,12 @@ def table(folder, data=None):
     folder = Path(folder)
     results = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))
                if path.stem in LEVERS}
+    if series is not None:
+        if "series" in results:
+            raise SystemExit(f"{folder} holds a series.json and --series names another: pass one of them")
+        results["series"] = json.loads(Path(series).read_text())
     if "series" not in results:
-        raise SystemExit(f"{folder}: no series.json to pair the levers with")
+        raise SystemExit(f"{folder}: no series.json to pair the levers with (or name one with --series)")
     base = results["series"]
     coverage = held_out_coverage(base, data)
     by_size = coverage is not None
@@ -248,6 +255,7 @@ def main(argv=None):
     show.add_argument("folder")
     show.add_argument("--data-dir", default=None, help="the data measured on, for scores by salt size")
     show.add_argument("--data-npz", default=None)
+    show.add_argument("--series", default=None, help="the series record to pair with (default: FOLDER/series.json)")
     args = parser.parse_args(argv)
 
     if args.command in ("speed", "screen"):
@@ -271,7 +279,7 @@ def main(argv=None):
         screen(args)
         print(table(args.out))
     else:
-        print(table(args.folder, load_labelled(args) if args.data_npz or args.data_dir else None))
+        print(table(args.folder, load_labelled(args) if args.data_npz or args.data_dir else None, args.series))
 
 
 if __name__ == "__main__":

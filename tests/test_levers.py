@@ -267,6 +267,23 @@ def test_the_committed_screen_is_what_the_benchmark_readme_reports():
         assert row in record, row
 
 
+def test_the_committed_60_minute_levers_are_what_the_benchmark_readme_reports():
+    """Levers run with the whole recipe at 60 CPU minutes, paired with the series' run on the same split."""
+    folder, series = RESULTS / "cpu-levers-2026-60min", RESULTS / "cpu-series-2026-60min" / "series.json"
+    records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
+    assert {"bf16"} <= set(records) and "series" not in records
+    for name, record in {**records, "series": json.loads(series.read_text())}.items():
+        assert record["overrides"] == levers.LEVERS[name][0], name
+        assert (record["budget_min"], record["seed"], record["backend"], record["held_out"]) == \
+            (60, 2026, "tensorflow", 640), name
+        assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+    with pytest.raises(SystemExit, match="no series.json"):
+        levers.table(folder)
+    readme = (BENCHMARKS / "README.md").read_text()
+    for row in levers.table(folder, series=series).splitlines()[2:]:
+        assert row in readme, row
+
+
 def test_the_committed_synthetic_class_run_is_what_the_readme_reports():
     folder = RESULTS / "cpu-class-synthetic"
     metrics = json.loads((folder / "metrics.json").read_text())
