@@ -961,20 +961,8 @@ EMPTY_HEAD_WEIGHT = 0.1
 """How much the empty-slice head's own cross-entropy counts against the pixels' loss."""
 
 
-def with_empty_head(pixel_loss):
-    """The loss of a UNet with the empty-slice head: ``pixel_loss`` on channel 0, plus the head's cross-entropy.
-
-    ``pixel_loss`` is one of the series' registered losses (stage 1's or the
-    Lovász hinge); the result is registered too, so checkpoints reload. For
-    (B, H, W, 1) masks and (B, H, W, 2) outputs it returns ``pixel_loss`` of
-    the masks and channel 0, plus ``EMPTY_HEAD_WEIGHT`` times the binary
-    cross-entropy between "the mask holds salt" and channel 1 (read at one
-    pixel: it is the same at all). A loss that has the head already is
-    returned as it is.
-    """
-    if pixel_loss.__name__.endswith("_with_empty_head"):
-        return pixel_loss
-    name = f"{pixel_loss.__name__}_with_empty_head"
+def _pixel_and_slice_loss(pixel_loss):
+    """``pixel_loss`` plus the empty-slice head's cross-entropy, registered as ``<name>_with_empty_head``."""
 
     def loss(y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
@@ -983,13 +971,32 @@ def with_empty_head(pixel_loss):
         image_loss = ops.mean(ops.binary_crossentropy(has_salt, chance))
         return pixel_loss(y_true, y_pred[..., :1]) + EMPTY_HEAD_WEIGHT * image_loss
 
-    loss.__name__ = loss.__qualname__ = name
-    return keras.saving.get_registered_object(f"salt_unet>{name}") or \
-        keras.saving.register_keras_serializable(package="salt_unet", name=name)(loss)
+    loss.__name__ = loss.__qualname__ = f"{pixel_loss.__name__}_with_empty_head"
+    return keras.saving.register_keras_serializable(package="salt_unet", name=loss.__name__)(loss)
 
 
-for _pixel_loss in (bce_dice_loss, focal_dice_loss, lovasz_hinge_loss):
-    with_empty_head(_pixel_loss)  # registered now, so a checkpoint with the head reloads in a new process
+EMPTY_HEAD_LOSSES = {pixel_loss: _pixel_and_slice_loss(pixel_loss)
+                     for pixel_loss in (bce_dice_loss, focal_dice_loss, lovasz_hinge_loss)}
+"""Each of the series' losses -> its version for the empty-slice head, registered at import so a
+checkpoint with the head reloads in a new process."""
+
+
+def with_empty_head(pixel_loss):
+    """The loss of a UNet with the empty-slice head: ``pixel_loss`` on channel 0, plus the head's cross-entropy.
+
+    ``pixel_loss`` is one of the series' losses (stage 1's or the Lovász
+    hinge; :data:`EMPTY_HEAD_LOSSES`). For (B, H, W, 1) masks and
+    (B, H, W, 2) outputs the result is ``pixel_loss`` of the masks and
+    channel 0, plus ``EMPTY_HEAD_WEIGHT`` times the binary cross-entropy
+    between "the mask holds salt" and channel 1 (read at one pixel: it is the
+    same at all). A loss that has the head already is returned as it is.
+    """
+    if pixel_loss in EMPTY_HEAD_LOSSES.values():
+        return pixel_loss
+    if pixel_loss not in EMPTY_HEAD_LOSSES:
+        raise ValueError(f"the empty-slice head trains with one of the series' losses "
+                         f"({', '.join(f.__name__ for f in EMPTY_HEAD_LOSSES)}), not {pixel_loss!r}")
+    return EMPTY_HEAD_LOSSES[pixel_loss]
 
 
 @keras.saving.register_keras_serializable(package="salt_unet")
