@@ -11,8 +11,8 @@
    hypercolumn, the empty-slice head; off by default).
 3. Training (03_train): the losses, Adam with averaged weights, the feed
    with flips, the callbacks that never lose a run, the two stages (and
-   the levers' focal loss, the empty-slice head's loss, translation and
-   bfloat16; off by default).
+   the levers' focal and size-weighted losses, the empty-slice head's
+   loss, translation and bfloat16; off by default).
 4. Evaluation (04_evaluate): probabilities for any uint8 images, turning
    them into masks (threshold, flips, the empty-slice rule, small
    components), choosing those on validation, the Kaggle submission.
@@ -222,7 +222,7 @@ class TrainingConfig:
     the series' default (``benchmarks/levers.py``); their defaults are the
     recipe the notebooks teach. ``block`` ("plain" or "residual") and
     ``scse`` / ``hypercolumn`` / ``empty_head`` go to :func:`build_unet`; ``stage_one_loss``
-    ("bce_dice" or "focal_dice") is stage 1's loss; ``shift_pixels`` shifts
+    ("bce_dice", "focal_dice" or "sized_bce_dice") is stage 1's loss; ``shift_pixels`` shifts
     each training slice by up to that many pixels (:class:`TrainFeed`);
     ``mixed_precision`` builds the UNet in bfloat16 with float32 weights.
     """
@@ -261,13 +261,14 @@ class TrainingConfig:
                   "finetune_epochs": self.finetune_epochs >= 0, "finetune_share": 0.0 <= self.finetune_share < 1.0,
                   "learning_rate": self.learning_rate > 0, "finetune_learning_rate": self.finetune_learning_rate > 0,
                   "block": self.block in ("plain", "residual"), "shift_pixels": 0 <= self.shift_pixels <= 16,
-                  "stage_one_loss": self.stage_one_loss in ("bce_dice", "focal_dice")}
+                  "stage_one_loss": self.stage_one_loss in ("bce_dice", "focal_dice", "sized_bce_dice")}
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
             raise ValueError(f"TrainingConfig: {', '.join(f'{n}={getattr(self, n)!r}' for n in wrong)} out of range "
                              "(epochs, batch_size and steps_per_epoch at least 1, finetune_epochs at least 0, "
                              "finetune_share in [0, 1), learning rates and time_budget_min above 0, block 'plain' "
-                             "or 'residual', shift_pixels 0 to 16, stage_one_loss 'bce_dice' or 'focal_dice')")
+                             "or 'residual', shift_pixels 0 to 16, stage_one_loss 'bce_dice', 'focal_dice' or "
+                             "'sized_bce_dice')")
 
 
 SETTINGS = {
@@ -881,7 +882,47 @@ def focal_dice_loss(y_true, y_pred, gamma=2.0):
     return focal + soft_dice_loss(y_true, y_pred)
 
 
-STAGE_ONE_LOSSES = {"bce_dice": bce_dice_loss, "focal_dice": focal_dice_loss}
+SMALL_BODY_FRACTION = 0.1
+"""Salt covering less of the padded slice than this counts as a small body (the issue's "under 10% salt")."""
+
+SMALL_BODY_MAX_WEIGHT = 5.0
+"""The most a small body's salt pixel weighs in :func:`size_weighted_bce_dice_loss` (reached at 0.4% salt)."""
+
+
+def small_body_weights(y_true):
+    """Each salt pixel's weight for :func:`size_weighted_bce_dice_loss`: (B, H, W, 1) masks -> float32 (B, H, W, 1).
+
+    In a slice whose salt covers a fraction ``f`` of it, each salt pixel
+    weighs ``sqrt(SMALL_BODY_FRACTION / f)``, between 1 and
+    ``SMALL_BODY_MAX_WEIGHT``: 1 from 10% salt up, about 3.2 at 1%, 5 at
+    0.4% (some 50 pixels of 112x112) and below. Pixels without salt weigh 1.
+    """
+    y_true = ops.cast(y_true, "float32")
+    fraction = ops.mean(y_true, axis=(1, 2, 3), keepdims=True)
+    weight = ops.sqrt(SMALL_BODY_FRACTION / ops.maximum(fraction, 1e-6))
+    weight = ops.clip(weight, 1.0, SMALL_BODY_MAX_WEIGHT)
+    return 1.0 + (weight - 1.0) * y_true
+
+
+@keras.saving.register_keras_serializable(package="salt_unet")
+def size_weighted_bce_dice_loss(y_true, y_pred):
+    """A lever (``stage_one_loss="sized_bce_dice"``): cross-entropy that weighs small bodies' salt more, plus Dice.
+
+    float32 tensors (B, H, W, 1) in [0, 1] -> scalar >= 0. In plain
+    cross-entropy every pixel counts the same, so a body of 50 pixels is
+    0.4% of a slice's loss and the network can miss it cheaply. Here each
+    pixel's cross-entropy is multiplied by :func:`small_body_weights` (a
+    salt pixel of a slice with under 10% salt weighs up to 5 times more);
+    the per-image :func:`soft_dice_loss` is added unchanged.
+    """
+    y_true = ops.cast(y_true, y_pred.dtype)
+    weights = ops.cast(small_body_weights(y_true), y_pred.dtype)
+    bce = ops.mean(weights * ops.binary_crossentropy(y_true, y_pred))
+    return bce + soft_dice_loss(y_true, y_pred)
+
+
+STAGE_ONE_LOSSES = {"bce_dice": bce_dice_loss, "focal_dice": focal_dice_loss,
+                    "sized_bce_dice": size_weighted_bce_dice_loss}
 """Stage 1's loss by ``TrainingConfig.stage_one_loss``."""
 
 
@@ -976,7 +1017,7 @@ def _pixel_and_slice_loss(pixel_loss):
 
 
 EMPTY_HEAD_LOSSES = {pixel_loss: _pixel_and_slice_loss(pixel_loss)
-                     for pixel_loss in (bce_dice_loss, focal_dice_loss, lovasz_hinge_loss)}
+                     for pixel_loss in (*STAGE_ONE_LOSSES.values(), lovasz_hinge_loss)}
 """Each of the series' losses -> its version for the empty-slice head, registered at import so a
 checkpoint with the head reloads in a new process."""
 

@@ -58,6 +58,7 @@ LEVERS = {
     "hypercolumn": ({"hypercolumn": True}, "the head sees every expanding level, upsampled: thin bodies"),
     "shift8": ({"shift_pixels": 8}, "translation augmentation, up to 8 pixels each way"),
     "focal-dice": ({"stage_one_loss": "focal_dice"}, "stage 1 focal + Dice: hard pixels count more"),
+    "size-weighted": ({"stage_one_loss": "sized_bce_dice"}, "stage 1's cross-entropy weighs small bodies' salt up to 5x"),
     "lovasz-0.7": ({"finetune_share": 0.7}, "the Lovász stage gets 70% of the budget, not 50%"),
     "bf16": ({"mixed_precision": True}, "bfloat16 layers: quicker steps, more epochs"),
     "empty-head": ({"empty_head": True}, "a head that judges the whole slice, salt or none, for the pixels"),

@@ -155,6 +155,29 @@ def test_focal_dice_loss_weights_hard_pixels_more():
     assert helpers.STAGE_ONE_LOSSES["focal_dice"] is helpers.focal_dice_loss
 
 
+def test_size_weighted_loss_weighs_small_bodies_salt_by_the_square_root_of_their_share():
+    truth = np.zeros((3, 20, 20, 1), np.float32)
+    truth[0, 5:7, 5:7] = 1  # 4 of 400 pixels: 1% salt, each salt pixel weighs sqrt(0.1 / 0.01)
+    truth[1, :, :10] = 1  # half salt: every pixel weighs 1
+    truth[2, 3, 3] = 1  # 0.25% salt: the weight stops at 5
+    weights = helpers.keras_to_numpy(helpers.small_body_weights(truth))
+    assert weights[0][truth[0] == 1] == pytest.approx(np.sqrt(10.0), rel=1e-5)
+    assert weights[2][truth[2] == 1] == pytest.approx(helpers.SMALL_BODY_MAX_WEIGHT)
+    assert (weights[truth == 0] == 1).all() and (weights[1] == 1).all()
+
+    probs = np.where(truth == 1, 0.4, 0.2).astype(np.float32)
+    bce = -(truth * np.log(probs) + (1 - truth) * np.log(1 - probs))
+    dice = float(helpers.soft_dice_loss(truth, probs))
+    sized = float(helpers.size_weighted_bce_dice_loss(truth, probs))
+    assert sized == pytest.approx((weights * bce).mean() + dice, rel=1e-4)
+    assert sized > float(helpers.bce_dice_loss(truth, probs))  # the missed small bodies cost more
+    # without a slice under 10% salt it is the series' loss
+    assert float(helpers.size_weighted_bce_dice_loss(truth[1:2], probs[1:2])) == pytest.approx(
+        float(helpers.bce_dice_loss(truth[1:2], probs[1:2])), rel=1e-6)
+    assert helpers.STAGE_ONE_LOSSES["sized_bce_dice"] is helpers.size_weighted_bce_dice_loss
+    assert helpers.size_weighted_bce_dice_loss in helpers.EMPTY_HEAD_LOSSES
+
+
 def test_shift_batch_moves_images_and_masks_together():
     batch = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6, 1)
     moved = helpers.shift_batch(batch, np.array([[2, 0], [0, -1]]))
