@@ -24,6 +24,9 @@ lever that slows the training step must pay for the epochs it costs, so the scre
 
        .venv/bin/python benchmarks/levers.py table benchmarks/results/screen-stage1-h200-jax --data-dir ../shared/tgs-salt
 
+   Given one folder per split (each with its own series), it then pools them: each lever's gain
+   on every split, and its paired gain over all their held-out slices together.
+
 The screen ranks levers; it does not replace the benchmark: the lever that wins it is confirmed
 on three splits at 60 minutes of CPU time with ``compare_recipes.py --set``.
 """
@@ -189,15 +192,8 @@ def held_out_coverage(result, data=None):
     return helpers.coverage(data.masks[held_out])
 
 
-def table(folder, data=None, series=None):
-    """The screen's table: one row per lever, paired against the series on the same held-out slices.
-
-    The series' record is ``folder/series.json``, or the file ``series`` names (a baseline
-    measured on its own, for levers run one at a time with ``compare_recipes.py --set``).
-
-    With the held-out slices' coverage (recorded, or from ``data``), it also scores the empty
-    slices, those with under 10% salt and the rest, each lever's mean on each.
-    """
+def load_records(folder, series=None):
+    """``{lever: record}`` from a folder of ``<lever>.json``, with the series' record (its own, or ``series``)."""
     folder = Path(folder)
     results = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))
                if path.stem in LEVERS}
@@ -207,6 +203,19 @@ def table(folder, data=None, series=None):
         results["series"] = json.loads(Path(series).read_text())
     if "series" not in results:
         raise SystemExit(f"{folder}: no series.json to pair the levers with (or name one with --series)")
+    return results
+
+
+def table(folder, data=None, series=None):
+    """The screen's table: one row per lever, paired against the series on the same held-out slices.
+
+    The series' record is ``folder/series.json``, or the file ``series`` names (a baseline
+    measured on its own, for levers run one at a time with ``compare_recipes.py --set``).
+
+    With the held-out slices' coverage (recorded, or from ``data``), it also scores the empty
+    slices, those with under 10% salt and the rest, each lever's mean on each.
+    """
+    results = load_records(folder, series)
     base = results["series"]
     coverage = held_out_coverage(base, data)
     by_size = coverage is not None
@@ -232,6 +241,37 @@ def table(folder, data=None, series=None):
     return "\n".join(lines) + "\n"
 
 
+def pooled_table(folders, data=None):
+    """Levers screened on several splits (one folder each): every held-out slice of all of them, paired.
+
+    One row per lever present in every folder: its gain over the series on each split, then its
+    mean and its paired 95% bootstrap interval over all the splits' held-out slices together,
+    and its mean by salt size over them.
+    """
+    splits = [load_records(folder) for folder in folders]
+    names = [name for name in LEVERS if all(name in records for records in splits)]
+    coverage = [held_out_coverage(records["series"], data) for records in splits]
+    by_size = all(c is not None for c in coverage)
+    coverage = np.concatenate(coverage) if by_size else None
+    lines = [f"| lever | gain on each split ({', '.join(str(r['series']['seed']) for r in splits)}) "
+             f"| held-out score, {len(splits)} splits | paired gain, {len(splits)} splits (95% interval) "
+             + "".join(f"| {label} ({int(pick(coverage).sum())}) " for label, pick in SIZES if by_size) + "|",
+             "|" + "---|" * (4 + 3 * by_size)]
+    base = np.concatenate([records["series"]["held_out_per_image"] for records in splits])
+    for name in names:
+        scores = np.concatenate([records[name]["held_out_per_image"] for records in splits])
+        each = ", ".join(f"{records[name]['held_out_score'] - records['series']['held_out_score']:+.4f}"
+                         for records in splits)
+        if name == "series":
+            each, gain = "–", "–"
+        else:
+            low, high = bootstrap_interval(scores, paired_with=base)
+            gain = f"{scores.mean() - base.mean():+.4f} ({low:+.3f} to {high:+.3f})"
+        sizes = "".join(f"| {scores[pick(coverage)].mean():.3f} " for _, pick in SIZES if by_size)
+        lines.append(f"| {name} | {each} | {scores.mean():.4f} | {gain} {sizes}|")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -253,7 +293,7 @@ def main(argv=None):
     run.add_argument("--limit", type=int, default=None, help="a smoke test: N slices, epochs of 2 batches")
     run.add_argument("--out", required=True)
     show = commands.add_parser("table", help="the screen's paired table")
-    show.add_argument("folder")
+    show.add_argument("folder", nargs="+", help="one folder per split; with several, a pooled table follows")
     show.add_argument("--data-dir", default=None, help="the data measured on, for scores by salt size")
     show.add_argument("--data-npz", default=None)
     show.add_argument("--series", default=None, help="the series record to pair with (default: FOLDER/series.json)")
@@ -280,7 +320,13 @@ def main(argv=None):
         screen(args)
         print(table(args.out))
     else:
-        print(table(args.folder, load_labelled(args) if args.data_npz or args.data_dir else None, args.series))
+        data = load_labelled(args) if args.data_npz or args.data_dir else None
+        if len(args.folder) > 1 and args.series:
+            parser.error("--series pairs one folder; each split's folder holds its own series.json")
+        for folder in args.folder:
+            print(table(folder, data, args.series))
+        if len(args.folder) > 1:
+            print(pooled_table(args.folder, data))
 
 
 if __name__ == "__main__":

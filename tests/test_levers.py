@@ -256,6 +256,23 @@ def test_the_screen_table_pairs_each_lever_with_the_series(tmp_path):
         levers.table(tmp_path)
 
 
+def test_the_pooled_table_pairs_every_split_s_slices_with_that_split_s_series(tmp_path):
+    def record(seed, scores, coverage):
+        return {"seed": seed, "held_out_per_image": scores, "held_out_score": float(np.mean(scores)),
+                "held_out_coverage": coverage}
+    for seed, base, lever in ((1, [0.0, 1.0, 0.5], [0.2, 1.0, 0.5]), (2, [0.5, 0.5, 1.0], [0.5, 0.3, 1.0])):
+        (tmp_path / str(seed)).mkdir()
+        (tmp_path / str(seed) / "series.json").write_text(json.dumps(record(seed, base, [0.0, 0.05, 0.5])))
+        (tmp_path / str(seed) / "bf16.json").write_text(json.dumps(record(seed, lever, [0.0, 0.05, 0.5])))
+    (tmp_path / "1" / "scse.json").write_text(json.dumps(record(1, [1.0] * 3, [0.0, 0.05, 0.5])))  # one split only
+    rows = levers.pooled_table([tmp_path / "1", tmp_path / "2"]).splitlines()
+    assert rows[0].startswith("| lever | gain on each split (1, 2) | held-out score, 2 splits |")
+    assert "| empty (2) | under 10% salt (2) | 10% salt or more (2) |" in rows[0]
+    assert rows[2].startswith("| series | – | 0.5833 | – |")
+    assert rows[3].startswith("| bf16 | +0.0667, -0.0667 | 0.5833 | +0.0000 (")
+    assert rows[3].endswith("| 0.350 | 0.650 | 0.750 |") and len(rows) == 4  # scse is not on every split
+
+
 def test_packed_data_round_trip_and_a_bad_file(tmp_path):
     data = helpers.make_synthetic_dataset(5, seed=2)
     path = helpers.pack_salt_data(data, tmp_path / "packed" / "data.npz")
@@ -288,6 +305,26 @@ def test_the_committed_screen_is_what_the_benchmark_readme_reports():
     assert "| empty (250) | under 10% salt (92) | 10% salt or more (298) |" in rows[0]
     for row in rows[2:]:  # every column, scores by salt size included, as the benchmark record prints it
         assert row in record, row
+
+
+def test_the_committed_two_split_screen_is_what_the_benchmark_readme_reports():
+    """The second stage-1 screen: five levers on two splits, epochs from the side-by-side speed probe."""
+    speed = json.loads((RESULTS / "lever-speed-cpu-empty-head.json").read_text())["levers"]
+    folders = [RESULTS / "screen-stage1-h200-jax-two-splits" / f"seed-{seed}" for seed in (2026, 2027)]
+    readme = (BENCHMARKS / "README.md").read_text()
+    for folder, seed in zip(folders, (2026, 2027)):
+        records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
+        assert set(records) == {"series", "series-seed43", "size-weighted", "bf16", "empty-head"}
+        for name, record in records.items():
+            changes = dict(record["overrides"])
+            assert changes.pop("finetune_epochs") == 0 and changes == levers.LEVERS[name][0], name
+            assert record["stage_epochs"] == [levers.screen_epochs(name, speed, 28, stage_one_only=True)[0]], name
+            assert (record["backend"], record["seed"], record["held_out"]) == ("jax", seed, 640), name
+            assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+        for row in levers.table(folder).splitlines()[2:]:
+            assert row in readme, row
+    for row in levers.pooled_table(folders).splitlines():
+        assert row in readme, row
 
 
 def test_the_committed_60_minute_levers_are_what_the_benchmark_readme_reports():
