@@ -222,7 +222,7 @@ class TrainingConfig:
     the series' default (``benchmarks/levers.py``); their defaults are the
     recipe the notebooks teach. ``block`` ("plain" or "residual") and
     ``scse`` / ``hypercolumn`` / ``empty_head`` go to :func:`build_unet`; ``stage_one_loss``
-    ("bce_dice", "focal_dice" or "sized_bce_dice") is stage 1's loss; ``shift_pixels`` shifts
+    (a key of :data:`STAGE_ONE_LOSSES`) is stage 1's loss; ``shift_pixels`` shifts
     each training slice by up to that many pixels (:class:`TrainFeed`);
     ``mixed_precision`` builds the UNet in bfloat16 with float32 weights.
     """
@@ -261,14 +261,13 @@ class TrainingConfig:
                   "finetune_epochs": self.finetune_epochs >= 0, "finetune_share": 0.0 <= self.finetune_share < 1.0,
                   "learning_rate": self.learning_rate > 0, "finetune_learning_rate": self.finetune_learning_rate > 0,
                   "block": self.block in ("plain", "residual"), "shift_pixels": 0 <= self.shift_pixels <= 16,
-                  "stage_one_loss": self.stage_one_loss in ("bce_dice", "focal_dice", "sized_bce_dice")}
+                  "stage_one_loss": self.stage_one_loss in STAGE_ONE_LOSSES}
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
             raise ValueError(f"TrainingConfig: {', '.join(f'{n}={getattr(self, n)!r}' for n in wrong)} out of range "
                              "(epochs, batch_size and steps_per_epoch at least 1, finetune_epochs at least 0, "
                              "finetune_share in [0, 1), learning rates and time_budget_min above 0, block 'plain' "
-                             "or 'residual', shift_pixels 0 to 16, stage_one_loss 'bce_dice', 'focal_dice' or "
-                             "'sized_bce_dice')")
+                             f"or 'residual', shift_pixels 0 to 16, stage_one_loss one of {sorted(STAGE_ONE_LOSSES)})")
 
 
 SETTINGS = {
