@@ -68,6 +68,16 @@ def test_benchmark_runs_end_to_end(tmp_path):
     refused = _run("stage2_variants.py", *stage2, "--variant", "lovasz", "--out", tmp_path / "lovasz")
     assert refused.returncode != 0 and "exists" in refused.stderr
 
+    # average_stages.py: stage 2 alone is the series as measured (the script checks it), and every weight is scored
+    averaged = _run("average_stages.py", "--data-dir", "synthetic", "--run", out)
+    assert averaged.returncode == 0, averaged.stderr[-3000:]
+    record = json.loads((out / "average_stages.json").read_text())
+    assert [row["stage_two_weight"] for row in record["weights"]] == [1.0, 0.75, 0.5]
+    assert record["weights"][0]["held_out_score"] == series["held_out_score"]
+    assert record["chosen_weight"] in (1.0, 0.75, 0.5) and record["held_out"] == series["held_out"]
+    assert all(len(row["held_out_per_image"]) == series["held_out"] for row in record["weights"])
+    assert "| 1.00" in averaged.stdout and "paired gain over stage 2 alone" in averaged.stdout
+
     again = _run("compare_recipes.py", *short, "--limit", 200, "--recipes", "series", "--out", out)
     assert again.returncode != 0 and "exists" in again.stderr  # a measured run is never overwritten
     other = tmp_path / "other"  # a folder holding a recipe measured on another --limit refuses to mix
