@@ -9,7 +9,8 @@ reported at +0.01 on this competition); these two come free with every run. For 
 ``w`` of stage 2 in ``WEIGHTS`` the probabilities ``w * stage 2 + (1 - w) * stage 1`` (with and
 without flip TTA) go through the series' post-processing choice on the validation slices;
 validation also picks ``w`` (ties: the larger ``w``, the fewer models). ``w = 1`` is the series
-as it is: its held-out score must equal the run's ``series.json``, and is checked. Every ``w``
+as it is: its held-out score must repeat the run's ``series.json`` (exactly on a CPU; a GPU may
+round a pixel or two differently), and is checked. Every ``w``
 is then scored once on the held-out slices and paired with ``w = 1`` slice by slice.
 
 ``--run`` is a ``compare_recipes.py`` folder whose series was trained with ``--recipes series``;
@@ -68,12 +69,16 @@ def measure(run, val, held_out):
         rows.append({"stage_two_weight": weight, "postprocessing": asdict(choice),
                      "val_score": helpers.competition_score(val.masks, choice.masks(pick(averaged(val_probs, weight)))),
                      "held_out_score": float(per_image.mean()), "held_out_per_image": per_image.round(4).tolist()})
-    if abs(rows[0]["held_out_score"] - series["held_out_score"]) > 1e-9:
+    drift = rows[0]["held_out_score"] - series["held_out_score"]
+    if abs(drift) > 0.01:
         raise SystemExit(f"stage 2 alone scores {rows[0]['held_out_score']:.4f} here and "
                          f"{series['held_out_score']:.4f} in {run / 'series.json'}: not the same model or data")
+    if drift:  # a GPU's kernels may round differently from one process to the next; a CPU repeats exactly
+        print(f"note: stage 2 alone scores {drift:+.4f} against {run / 'series.json'} (a pixel or two at the threshold)")
     chosen = max(rows, key=lambda row: (row["val_score"], row["stage_two_weight"]))
     return {"run": run.name, "seed": series["seed"], "budget_min": series["budget_min"],
             "backend": keras.backend.backend(), "held_out": len(held_out),
+            "series_held_out_score": series["held_out_score"],
             "held_out_coverage": helpers.coverage(held_out.masks).round(4).tolist(),
             "chosen_weight": chosen["stage_two_weight"], "weights": rows,
             "predict_seconds_per_image_both_stages_with_flips": seconds / len(held_out)}

@@ -73,7 +73,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert averaged.returncode == 0, averaged.stderr[-3000:]
     record = json.loads((out / "average_stages.json").read_text())
     assert [row["stage_two_weight"] for row in record["weights"]] == [1.0, 0.75, 0.5]
-    assert record["weights"][0]["held_out_score"] == series["held_out_score"]
+    assert record["weights"][0]["held_out_score"] == series["held_out_score"] == record["series_held_out_score"]
     assert record["chosen_weight"] in (1.0, 0.75, 0.5) and record["held_out"] == series["held_out"]
     assert all(len(row["held_out_per_image"]) == series["held_out"] for row in record["weights"])
     assert "| 1.00" in averaged.stdout and "paired gain over stage 2 alone" in averaged.stdout
