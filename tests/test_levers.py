@@ -327,6 +327,28 @@ def test_the_committed_two_split_screen_is_what_the_benchmark_readme_reports():
         assert row in readme, row
 
 
+def test_the_committed_stage_averages_are_what_the_benchmark_readme_reports():
+    """Both stages' models averaged, on three splits: stage 2 alone is each run's own score."""
+    import average_stages
+
+    readme = (BENCHMARKS / "README.md").read_text()
+    for seed in (2026, 2027, 2028):
+        folder = RESULTS / "two-stage-h200-jax" / f"seed-{seed}"
+        series = json.loads((folder / "series.json").read_text())
+        record = json.loads((folder / "average_stages.json").read_text())
+        assert (series["seed"], series["stage_epochs"], series["backend"], series["overrides"]) == \
+            (seed, [28, 28], "jax", {"finetune_epochs": 28})
+        assert [row["stage_two_weight"] for row in record["weights"]] == list(average_stages.WEIGHTS)
+        assert record["seed"] == seed and record["weights"][0]["held_out_score"] == series["held_out_score"]
+        assert record["held_out_coverage"] == series["held_out_coverage"]
+        chosen = max(record["weights"], key=lambda row: (row["val_score"], row["stage_two_weight"]))
+        assert record["chosen_weight"] == chosen["stage_two_weight"]
+        for row in record["weights"]:
+            assert np.mean(row["held_out_per_image"]) == pytest.approx(row["held_out_score"], abs=1e-4)
+        for line in average_stages.table(record).splitlines()[2:]:
+            assert line in readme, line
+
+
 def test_the_committed_60_minute_levers_are_what_the_benchmark_readme_reports():
     """Levers run with the whole recipe at 60 CPU minutes, paired with the series' run on the same split."""
     folder, series = RESULTS / "cpu-levers-2026-60min", RESULTS / "cpu-series-2026-60min" / "series.json"
