@@ -27,11 +27,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_recipes import load_three_ways, recipe_config  # noqa: E402  (puts the project on the path)
-from report import bootstrap_interval  # noqa: E402
+from report import paired_gain_text, postprocessing_text  # noqa: E402
 
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
@@ -51,9 +49,11 @@ def averaged(probs, weight):
     return tuple(weight * two + (1.0 - weight) * one for one, two in zip(probs[1], probs[2]))
 
 
-def measure(run, val, held_out):
-    """Every weight's post-processing chosen on ``val``, its validation and held-out scores; the pick."""
-    series = json.loads((run / "series.json").read_text())
+def measure(run, series, val, held_out):
+    """Every weight's post-processing chosen on ``val``, its validation and held-out scores; the pick.
+
+    ``series`` is the run's ``series.json``, already read.
+    """
     config = recipe_config("series", series["budget_min"], overrides=series.get("overrides"))
     final = helpers.final_checkpoint(run / "series", config)
     models = {1: helpers.load_model_safely(run / "series" / "best.keras"), 2: helpers.load_model_safely(final)}
@@ -63,11 +63,12 @@ def measure(run, val, held_out):
     seconds = time.monotonic() - begin  # both stages, with and without flips
     rows = []
     for weight in WEIGHTS:
-        choice, _, _ = helpers.tune_postprocessing(val.masks, *averaged(val_probs, weight))
-        pick = lambda probs: probs[1] if choice.flip_tta else probs[0]  # noqa: E731
-        per_image = helpers.competition_score_per_image(held_out.masks, choice.masks(pick(averaged(held_probs, weight))))
+        val_average, held_average = averaged(val_probs, weight), averaged(held_probs, weight)
+        choice, _, _ = helpers.tune_postprocessing(val.masks, *val_average)
+        flipped = int(choice.flip_tta)  # each average is (without flips, with flips)
+        per_image = helpers.competition_score_per_image(held_out.masks, choice.masks(held_average[flipped]))
         rows.append({"stage_two_weight": weight, "postprocessing": asdict(choice),
-                     "val_score": helpers.competition_score(val.masks, choice.masks(pick(averaged(val_probs, weight)))),
+                     "val_score": helpers.competition_score(val.masks, choice.masks(val_average[flipped])),
                      "held_out_score": float(per_image.mean()), "held_out_per_image": per_image.round(4).tolist()})
     drift = rows[0]["held_out_score"] - series["held_out_score"]
     if abs(drift) > 0.01:
@@ -86,18 +87,16 @@ def measure(run, val, held_out):
 
 def table(record):
     """One row per weight: validation, held-out, and the paired gain over stage 2 alone."""
-    base = record["weights"][0]["held_out_per_image"]
+    base = record["weights"][0]
     lines = ["| stage 2's weight | post-processing (chosen on validation) | validation score | held-out score "
              "| paired gain over stage 2 alone (95% interval) |", "|---|---|---|---|---|"]
     for row in record["weights"]:
         gain = "–"
-        if row is not record["weights"][0]:
-            low, high = bootstrap_interval(row["held_out_per_image"], paired_with=base)
-            gain = f"{row['held_out_score'] - record['weights'][0]['held_out_score']:+.4f} ({low:+.3f} to {high:+.3f})"
-        post = row["postprocessing"]
+        if row is not base:
+            gain = paired_gain_text(row["held_out_score"] - base["held_out_score"], row["held_out_per_image"],
+                                    base["held_out_per_image"])
         mark = " (chosen)" if row["stage_two_weight"] == record["chosen_weight"] else ""
-        lines.append(f"| {row['stage_two_weight']:.2f}{mark} | thr {post['threshold']:.2f}, min_peak "
-                     f"{post['min_peak']:.2f}, {'TTA' if post['flip_tta'] else 'no TTA'}, min_px {post['min_pixels']} "
+        lines.append(f"| {row['stage_two_weight']:.2f}{mark} | {postprocessing_text(row['postprocessing'])} "
                      f"| {row['val_score']:.4f} | {row['held_out_score']:.4f} | {gain} |")
     return "\n".join(lines) + "\n"
 
@@ -121,7 +120,7 @@ def main(argv=None):
             parser.error(f"{needed} is missing: --run must be a compare_recipes.py folder with a trained series")
     series = json.loads((run / "series.json").read_text())
     _, val, held_out = load_three_ways(args, series["seed"], series.get("limit"))
-    record = measure(run, val, held_out)
+    record = measure(run, series, val, held_out)
     out = Path(args.out) if args.out else run / "average_stages.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))

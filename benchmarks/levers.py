@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
 from compare_recipes import conv_gflop_per_image, load_labelled  # noqa: E402
-from report import bootstrap_interval  # noqa: E402
+from report import paired_gain_text, postprocessing_text  # noqa: E402
 
 LEVERS = {
     "series": ({}, "today's recipe, as the notebooks run it"),
@@ -229,15 +229,13 @@ def table(folder, data=None, series=None):
         if name == "series":
             gain = "–"
         else:
-            low, high = bootstrap_interval(r["held_out_per_image"], paired_with=base["held_out_per_image"])
-            gain = f"{r['held_out_score'] - base['held_out_score']:+.4f} ({low:+.3f} to {high:+.3f})"
-        post = r["postprocessing"]
+            gain = paired_gain_text(r["held_out_score"] - base["held_out_score"], r["held_out_per_image"],
+                                    base["held_out_per_image"])
         per_image = np.asarray(r["held_out_per_image"])
         sizes = "".join(f"| {per_image[pick(coverage)].mean():.3f} " for _, pick in SIZES if by_size)
         lines.append(f"| {name} | {LEVERS[name][1]} | {' + '.join(map(str, r['stage_epochs']))} "
                      f"| {r['held_out_score']:.4f} | {gain} {sizes}| {r['val_score']:.4f} "
-                     f"| thr {post['threshold']:.2f}, min_peak {post['min_peak']:.2f}, "
-                     f"{'TTA' if post['flip_tta'] else 'no TTA'}, min_px {post['min_pixels']} |")
+                     f"| {postprocessing_text(r['postprocessing'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -260,13 +258,11 @@ def pooled_table(folders, data=None):
     base = np.concatenate([records["series"]["held_out_per_image"] for records in splits])
     for name in names:
         scores = np.concatenate([records[name]["held_out_per_image"] for records in splits])
-        each = ", ".join(f"{records[name]['held_out_score'] - records['series']['held_out_score']:+.4f}"
-                         for records in splits)
-        if name == "series":
-            each, gain = "–", "–"
-        else:
-            low, high = bootstrap_interval(scores, paired_with=base)
-            gain = f"{scores.mean() - base.mean():+.4f} ({low:+.3f} to {high:+.3f})"
+        each, gain = "–", "–"
+        if name != "series":
+            each = ", ".join(f"{records[name]['held_out_score'] - records['series']['held_out_score']:+.4f}"
+                             for records in splits)
+            gain = paired_gain_text(scores.mean() - base.mean(), scores, base)
         sizes = "".join(f"| {scores[pick(coverage)].mean():.3f} " for _, pick in SIZES if by_size)
         lines.append(f"| {name} | {each} | {scores.mean():.4f} | {gain} {sizes}|")
     return "\n".join(lines) + "\n"

@@ -32,6 +32,18 @@ def bootstrap_interval(values, paired_with=None, seed=0, resamples=BOOTSTRAP_RES
     return float(low), float(high)
 
 
+def paired_gain_text(gain, values, paired_with):
+    """``"+0.0031 (-0.007 to +0.013)"``: a gain with the paired 95% interval of ``values`` over ``paired_with``."""
+    low, high = bootstrap_interval(values, paired_with=paired_with)
+    return f"{gain:+.4f} ({low:+.3f} to {high:+.3f})"
+
+
+def postprocessing_text(post):
+    """``"thr 0.45, min_peak 0.70, TTA, min_px 0"``: a recorded :class:`helpers.Postprocessing`, in one cell."""
+    return (f"thr {post['threshold']:.2f}, min_peak {post['min_peak']:.2f}, "
+            f"{'TTA' if post['flip_tta'] else 'no TTA'}, min_px {post['min_pixels']}")
+
+
 def write_results(out, recipes):
     """Merge the ``recipes`` measured in ``out`` into results.json and results.md; return the table."""
     results = [json.loads((out / f"{name}.json").read_text()) for name in recipes if (out / f"{name}.json").exists()]
@@ -50,12 +62,12 @@ def minutes_to_reach(result, target):
 
 
 def gain_over_reference(result, reference):
-    """The held-out gain of ``result`` over ``reference`` and its paired 95% interval, or None."""
+    """The held-out gain of ``result`` over ``reference`` with its paired 95% interval, as text; or None."""
     if reference is None or result is reference or not all(
             "held_out_per_image" in r for r in (result, reference)):
         return None
     gain = result["held_out_score"] - reference["held_out_score"]
-    return gain, bootstrap_interval(result["held_out_per_image"], paired_with=reference["held_out_per_image"])
+    return paired_gain_text(gain, result["held_out_per_image"], reference["held_out_per_image"])
 
 
 def markdown_table(results):
@@ -72,7 +84,7 @@ def markdown_table(results):
         if "held_out_ci95" in r:
             held_out += " ({:.3f}–{:.3f})".format(*r["held_out_ci95"])
         gain = gain_over_reference(r, reference)
-        gain = "-" if gain is None else "{:+.4f} ({:+.3f} to {:+.3f})".format(gain[0], *gain[1])
+        gain = "-" if gain is None else gain
         lines.append(
             f"| {name} | {r['budget_min']:g} | {r['train_images_per_s']:.1f} "
             f"| {'-' if 'train_gflop_per_s' not in r else format(r['train_gflop_per_s'], '.0f')} "

@@ -287,6 +287,15 @@ def test_packed_data_round_trip_and_a_bad_file(tmp_path):
 RESULTS = BENCHMARKS / "results"
 
 
+def check_screen_record(name, record, speed, seed):
+    """A stage-1 screen's record: the lever's changes, the epochs its CPU speed buys, JAX, 640 held-out slices."""
+    changes = dict(record["overrides"])
+    assert changes.pop("finetune_epochs") == 0 and changes == levers.LEVERS[name][0], name
+    assert record["stage_epochs"] == [levers.screen_epochs(name, speed, 28, stage_one_only=True)[0]], name
+    assert (record["backend"], record["seed"], record["held_out"]) == ("jax", seed, 640), name
+    assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+
+
 def test_the_committed_screen_is_what_the_benchmark_readme_reports():
     """The stage-1 screen's records: each lever trained the epochs its CPU speed buys, scored on 640 slices."""
     speed = json.loads((RESULTS / "lever-speed-cpu.json").read_text())["levers"]
@@ -294,11 +303,7 @@ def test_the_committed_screen_is_what_the_benchmark_readme_reports():
     records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
     assert {"series", "series-seed43", "residual", "scse", "hypercolumn", "shift8", "focal-dice"} <= set(records)
     for name, record in records.items():
-        changes = dict(record["overrides"])
-        assert changes.pop("finetune_epochs") == 0 and changes == levers.LEVERS[name][0], name
-        assert record["stage_epochs"] == [levers.screen_epochs(name, speed, 28, stage_one_only=True)[0]], name
-        assert record["backend"] == "jax" and record["seed"] == 2026 and record["held_out"] == 640
-        assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+        check_screen_record(name, record, speed, 2026)
     assert all(len(r["held_out_coverage"]) == 640 for r in records.values())
     rows = levers.table(folder).splitlines()
     record = (BENCHMARKS / "README.md").read_text()
@@ -316,11 +321,7 @@ def test_the_committed_two_split_screen_is_what_the_benchmark_readme_reports():
         records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
         assert set(records) == {"series", "series-seed43", "size-weighted", "bf16", "empty-head"}
         for name, record in records.items():
-            changes = dict(record["overrides"])
-            assert changes.pop("finetune_epochs") == 0 and changes == levers.LEVERS[name][0], name
-            assert record["stage_epochs"] == [levers.screen_epochs(name, speed, 28, stage_one_only=True)[0]], name
-            assert (record["backend"], record["seed"], record["held_out"]) == ("jax", seed, 640), name
-            assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+            check_screen_record(name, record, speed, seed)
         for row in levers.table(folder).splitlines()[2:]:
             assert row in readme, row
     for row in levers.pooled_table(folders).splitlines():
