@@ -38,15 +38,47 @@ WEIGHTS = (1.0, 0.75, 0.5)
 """Stage 2's share of the averaged probabilities; 1.0 is the series unchanged."""
 
 
+def with_and_without_flips(model, images):
+    """(probs, probs_flipped): ``model``'s (N, H, W) float32 probabilities on uint8 (N, H, W), without and with flip TTA."""
+    return helpers.predict_salt(model, images), helpers.predict_salt(model, images, flip_tta=True)
+
+
 def stage_probabilities(models, images):
     """``{stage: (probs, probs_flipped)}`` for each model in ``models`` ({stage: model}) on uint8 (N, H, W)."""
-    return {stage: (helpers.predict_salt(model, images), helpers.predict_salt(model, images, flip_tta=True))
-            for stage, model in models.items()}
+    return {stage: with_and_without_flips(model, images) for stage, model in models.items()}
 
 
 def averaged(probs, weight):
     """Stage 2's weight ``weight`` against stage 1's: (probs, probs_flipped) of the average."""
     return tuple(weight * two + (1.0 - weight) * one for one, two in zip(probs[1], probs[2]))
+
+
+def score_average(val_probs, held_probs, val, held_out):
+    """Choose the post-processing of one prediction on ``val`` as 04 does; score it on ``val`` and ``held_out``.
+
+    ``val_probs`` and ``held_probs`` are each (probs, probs_flipped), (N, H, W) float32 in [0, 1].
+    Returns the record's fields: the choice, both scores, and each held-out slice's score.
+    """
+    choice, _, _ = helpers.tune_postprocessing(val.masks, *val_probs)
+    flipped = int(choice.flip_tta)  # each pair is (without flips, with flips)
+    per_image = helpers.competition_score_per_image(held_out.masks, choice.masks(held_probs[flipped]))
+    return {"postprocessing": asdict(choice),
+            "val_score": helpers.competition_score(val.masks, choice.masks(val_probs[flipped])),
+            "held_out_score": float(per_image.mean()), "held_out_per_image": per_image.round(4).tolist()}
+
+
+def check_repeats(score, recorded, what, record_path):
+    """Stop unless ``what`` scores here (``score``) what its record at ``record_path`` says (``recorded``).
+
+    A CPU repeats a score exactly; a GPU's kernels may round a pixel or two differently from one
+    process to the next, so up to 0.01 is only noted.
+    """
+    drift = score - recorded
+    if abs(drift) > 0.01:
+        raise SystemExit(f"{what} scores {score:.4f} here and {recorded:.4f} in {record_path}: "
+                         "not the same model or data")
+    if drift:
+        print(f"note: {what} scores {drift:+.4f} against {record_path} (a pixel or two at the threshold)")
 
 
 def measure(run, series, val, held_out):
@@ -63,19 +95,9 @@ def measure(run, series, val, held_out):
     seconds = time.monotonic() - begin  # both stages, with and without flips
     rows = []
     for weight in WEIGHTS:
-        val_average, held_average = averaged(val_probs, weight), averaged(held_probs, weight)
-        choice, _, _ = helpers.tune_postprocessing(val.masks, *val_average)
-        flipped = int(choice.flip_tta)  # each average is (without flips, with flips)
-        per_image = helpers.competition_score_per_image(held_out.masks, choice.masks(held_average[flipped]))
-        rows.append({"stage_two_weight": weight, "postprocessing": asdict(choice),
-                     "val_score": helpers.competition_score(val.masks, choice.masks(val_average[flipped])),
-                     "held_out_score": float(per_image.mean()), "held_out_per_image": per_image.round(4).tolist()})
-    drift = rows[0]["held_out_score"] - series["held_out_score"]
-    if abs(drift) > 0.01:
-        raise SystemExit(f"stage 2 alone scores {rows[0]['held_out_score']:.4f} here and "
-                         f"{series['held_out_score']:.4f} in {run / 'series.json'}: not the same model or data")
-    if drift:  # a GPU's kernels may round differently from one process to the next; a CPU repeats exactly
-        print(f"note: stage 2 alone scores {drift:+.4f} against {run / 'series.json'} (a pixel or two at the threshold)")
+        rows.append({"stage_two_weight": weight,
+                     **score_average(averaged(val_probs, weight), averaged(held_probs, weight), val, held_out)})
+    check_repeats(rows[0]["held_out_score"], series["held_out_score"], "stage 2 alone", run / "series.json")
     chosen = max(rows, key=lambda row: (row["val_score"], row["stage_two_weight"]))
     return {"run": run.name, "seed": series["seed"], "budget_min": series["budget_min"],
             "backend": keras.backend.backend(), "held_out": len(held_out),

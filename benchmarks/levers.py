@@ -239,14 +239,15 @@ def table(folder, data=None, series=None):
     return "\n".join(lines) + "\n"
 
 
-def pooled_table(folders, data=None):
+def pooled_table(folders, data=None, series=None):
     """Levers screened on several splits (one folder each): every held-out slice of all of them, paired.
 
     One row per lever present in every folder: its gain over the series on each split, then its
     mean and its paired 95% bootstrap interval over all the splits' held-out slices together,
-    and its mean by salt size over them.
+    and its mean by salt size over them. ``series`` (optional) names each folder's series record,
+    in the folders' order, as :func:`table`'s ``series`` does for one.
     """
-    splits = [load_records(folder) for folder in folders]
+    splits = [load_records(folder, each) for folder, each in zip(folders, series or [None] * len(folders))]
     names = [name for name in LEVERS if all(name in records for records in splits)]
     coverage = [held_out_coverage(records["series"], data) for records in splits]
     by_size = all(c is not None for c in coverage)
@@ -292,7 +293,8 @@ def main(argv=None):
     show.add_argument("folder", nargs="+", help="one folder per split; with several, a pooled table follows")
     show.add_argument("--data-dir", default=None, help="the data measured on, for scores by salt size")
     show.add_argument("--data-npz", default=None)
-    show.add_argument("--series", default=None, help="the series record to pair with (default: FOLDER/series.json)")
+    show.add_argument("--series", action="append", default=None,
+                      help="the series record to pair with (default: FOLDER/series.json); one per folder, in order")
     args = parser.parse_args(argv)
 
     if args.command in ("speed", "screen"):
@@ -317,12 +319,13 @@ def main(argv=None):
         print(table(args.out))
     else:
         data = load_labelled(args) if args.data_npz or args.data_dir else None
-        if len(args.folder) > 1 and args.series:
-            parser.error("--series pairs one folder; each split's folder holds its own series.json")
-        for folder in args.folder:
-            print(table(folder, data, args.series))
+        if args.series and len(args.series) != len(args.folder):
+            parser.error(f"{len(args.series)} --series for {len(args.folder)} folder(s): give one per folder, or none")
+        series = args.series or [None] * len(args.folder)
+        for folder, each in zip(args.folder, series):
+            print(table(folder, data, each))
         if len(args.folder) > 1:
-            print(pooled_table(args.folder, data))
+            print(pooled_table(args.folder, data, args.series))
 
 
 if __name__ == "__main__":

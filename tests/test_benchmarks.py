@@ -78,6 +78,28 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert all(len(row["held_out_per_image"]) == series["held_out"] for row in record["weights"])
     assert "| 1.00" in averaged.stdout and "paired gain over stage 2 alone" in averaged.stdout
 
+    # average_runs.py: a second series (another training seed) on the same split, averaged with the first
+    seed43 = tmp_path / "seed43"
+    done = _run("compare_recipes.py", *short, "--limit", 200, "--recipes", "series", "--set", "seed=43", "--out", seed43)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ensemble = tmp_path / "ensemble.json"
+    averaged = _run("average_runs.py", "--data-dir", "synthetic", "--runs", out, seed43, "--out", ensemble)
+    assert averaged.returncode == 0, averaged.stderr[-3000:]
+    record = json.loads(ensemble.read_text())
+    rows = {" + ".join(row["members"]): row for row in record["combinations"]}
+    assert list(rows) == ["bench", "seed43", "bench + seed43"]
+    assert rows["bench"]["held_out_score"] == series["held_out_score"]  # each run alone repeats its record
+    assert rows["seed43"]["held_out_score"] == json.loads((seed43 / "series.json").read_text())["held_out_score"]
+    assert [run["overrides"] for run in record["runs"]] == [{"finetune_learning_rate": 0.0004}, {"seed": 43}]
+    assert all(len(row["held_out_per_image"]) == series["held_out"] for row in rows.values())
+    assert "| bench + seed43 |" in averaged.stdout and "paired gain over bench alone" in averaged.stdout
+    elsewhere = tmp_path / "elsewhere"  # a run on another split is refused before any model is loaded
+    (elsewhere / "series").mkdir(parents=True)
+    (elsewhere / "series" / "best.keras").write_bytes(b"")
+    (elsewhere / "series.json").write_text(json.dumps(dict(series, seed=2027)))
+    refused = _run("average_runs.py", "--data-dir", "synthetic", "--runs", out, elsewhere, "--out", ensemble)
+    assert refused.returncode != 0 and "--seed 2027" in refused.stderr and "same held-out slices" in refused.stderr
+
     again = _run("compare_recipes.py", *short, "--limit", 200, "--recipes", "series", "--out", out)
     assert again.returncode != 0 and "exists" in again.stderr  # a measured run is never overwritten
     other = tmp_path / "other"  # a folder holding a recipe measured on another --limit refuses to mix

@@ -350,21 +350,79 @@ def test_the_committed_stage_averages_are_what_the_benchmark_readme_reports():
             assert line in readme, line
 
 
-def test_the_committed_60_minute_levers_are_what_the_benchmark_readme_reports():
+SIXTY_MINUTE_LEVERS = {2026: (RESULTS / "cpu-levers-2026-60min", RESULTS / "cpu-series-2026-60min" / "series.json"),
+                       2028: (RESULTS / "cpu-levers-2028-60min",
+                              RESULTS / "cpu-three-splits-60min" / "seed-2028" / "series.json")}
+"""Levers run with the whole recipe at 60 CPU minutes: per split, their folder and the series' record they pair with."""
+
+
+@pytest.mark.parametrize("seed", sorted(SIXTY_MINUTE_LEVERS))
+def test_the_committed_60_minute_levers_are_what_the_benchmark_readme_reports(seed):
     """Levers run with the whole recipe at 60 CPU minutes, paired with the series' run on the same split."""
-    folder, series = RESULTS / "cpu-levers-2026-60min", RESULTS / "cpu-series-2026-60min" / "series.json"
+    folder, series = SIXTY_MINUTE_LEVERS[seed]
     records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
     assert {"bf16"} <= set(records) and "series" not in records
     for name, record in {**records, "series": json.loads(series.read_text())}.items():
         assert record["overrides"] == levers.LEVERS[name][0], name
         assert (record["budget_min"], record["seed"], record["backend"], record["held_out"]) == \
-            (60, 2026, "tensorflow", 640), name
+            (60, seed, "tensorflow", 640), name
         assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
     with pytest.raises(SystemExit, match="no series.json"):
         levers.table(folder)
     readme = (BENCHMARKS / "README.md").read_text()
     for row in levers.table(folder, series=series).splitlines()[2:]:
         assert row in readme, row
+
+
+def test_the_pooled_60_minute_levers_are_what_the_benchmark_readme_reports():
+    """bf16 on every split it ran at 60 CPU minutes beside a series run, all their held-out slices paired."""
+    seeds = sorted(SIXTY_MINUTE_LEVERS)
+    rows = levers.pooled_table([SIXTY_MINUTE_LEVERS[s][0] for s in seeds],
+                               series=[SIXTY_MINUTE_LEVERS[s][1] for s in seeds]).splitlines()
+    assert any(row.startswith("| bf16 |") for row in rows)
+    readme = (BENCHMARKS / "README.md").read_text()
+    for row in rows:
+        assert row in readme, row
+
+
+def test_the_committed_model_averages_are_what_the_benchmark_readme_reports():
+    """Whole runs' models averaged (average_runs.py): each run alone is its committed record's score."""
+    import average_runs
+
+    committed = {"series-2026-60min": SIXTY_MINUTE_LEVERS[2026][1],
+                 "bf16-2026-60min": SIXTY_MINUTE_LEVERS[2026][0] / "bf16.json",
+                 "head-2026-60min": SIXTY_MINUTE_LEVERS[2026][0] / "empty-head.json",
+                 "three-2028-60min": SIXTY_MINUTE_LEVERS[2028][1],
+                 "bf16-2028-60min": SIXTY_MINUTE_LEVERS[2028][0] / "bf16.json"}
+    readme = (BENCHMARKS / "README.md").read_text()
+    for seed, runs in ((2026, 3), (2028, 2)):
+        record = json.loads((RESULTS / "cpu-ensembles-60min" / f"seed-{seed}.json").read_text())
+        assert record["seed"] == seed and len(record["runs"]) == runs
+        assert len(record["combinations"]) == 2 ** runs - 1  # each run alone and every combination
+        for run in record["runs"]:
+            alone = next(row for row in record["combinations"] if row["members"] == [run["name"]])
+            original = json.loads(committed[run["name"]].read_text())
+            assert alone["held_out_score"] == original["held_out_score"] == run["held_out_score"], run["name"]
+            assert alone["held_out_per_image"] == original["held_out_per_image"], run["name"]
+            assert (run["overrides"], original["seed"]) == (original["overrides"], seed), run["name"]
+        for row in record["combinations"]:
+            assert np.mean(row["held_out_per_image"]) == pytest.approx(row["held_out_score"], abs=1e-4)
+        for line in average_runs.table(record).splitlines():
+            assert line in readme, line
+
+
+def test_the_pooled_table_takes_each_split_s_series_from_its_own_record(tmp_path):
+    def record(scores):
+        return {"seed": 1, "held_out_per_image": scores, "held_out_score": float(np.mean(scores))}
+    for split, base, lever in (("a", [0.0, 1.0], [1.0, 1.0]), ("b", [0.5, 0.5], [0.5, 0.0])):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "bf16.json").write_text(json.dumps(record(lever)))
+        (tmp_path / f"series-{split}.json").write_text(json.dumps(record(base)))
+    rows = levers.pooled_table([tmp_path / "a", tmp_path / "b"],
+                               series=[tmp_path / "series-a.json", tmp_path / "series-b.json"]).splitlines()
+    assert rows[3].startswith("| bf16 | +0.5000, -0.2500 | 0.6250 | +0.1250 (")
+    with pytest.raises(SystemExit, match="no series.json"):
+        levers.pooled_table([tmp_path / "a", tmp_path / "b"])
 
 
 def test_the_committed_third_split_pair_is_what_the_benchmark_readme_reports():
