@@ -385,6 +385,24 @@ def test_the_pooled_60_minute_levers_are_what_the_benchmark_readme_reports():
         assert row in readme, row
 
 
+def test_the_unpaired_second_split_bf16_run_is_what_the_benchmark_readme_reports():
+    """bf16 on the second split has no series record with per-slice scores to pair with: its own table."""
+    import report
+
+    folder = RESULTS / "cpu-levers-2027-60min"
+    record = json.loads((folder / "bf16.json").read_text())
+    assert record["overrides"] == levers.LEVERS["bf16"][0]
+    assert (record["budget_min"], record["seed"], record["backend"], record["held_out"]) == (60, 2027, "tensorflow", 640)
+    assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+    table = report.markdown_table([record])
+    assert (folder / "bf16.md").read_text() == table
+    readme = (BENCHMARKS / "README.md").read_text()
+    assert table.splitlines()[2] in readme
+    means = [json.loads(path.read_text())["held_out_score"]
+             for path in (folder / "bf16.json", *(SIXTY_MINUTE_LEVERS[s][0] / "bf16.json" for s in (2026, 2028)))]
+    assert f"**Over the three splits bfloat16 averages {np.mean(means):.3f}**" in readme
+
+
 def test_the_committed_model_averages_are_what_the_benchmark_readme_reports():
     """Whole runs' models averaged (average_runs.py): each run alone is its committed record's score."""
     import average_runs
