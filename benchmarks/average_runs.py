@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from average_stages import check_repeats, score_average, with_and_without_flips  # noqa: E402
-from compare_recipes import load_three_ways, recipe_config  # noqa: E402  (puts the project on the path)
+from average_stages import (check_repeats, final_series_model, read_series_run, score_average,  # noqa: E402
+                            with_and_without_flips)
+from compare_recipes import load_three_ways  # noqa: E402  (puts the project on the path)
 from report import paired_gain_text, postprocessing_text  # noqa: E402
 
 import helpers  # noqa: E402
@@ -41,13 +42,10 @@ def read_runs(folders):
     """``{run name: series.json}`` for the ``--runs`` folders; one split and data for all, or a SystemExit naming the odd one."""
     records = {}
     for folder in map(Path, folders):
-        path = folder / "series.json"
-        if not path.is_file() or not (folder / "series" / "best.keras").is_file():
-            raise SystemExit(f"{folder}: not a compare_recipes.py folder with a trained series "
-                             "(series.json and series/best.keras)")
+        series = read_series_run(folder)
         if folder.name in records:
             raise SystemExit(f"{folder}: two runs are named {folder.name!r}; give each run its own folder name")
-        records[folder.name] = dict(json.loads(path.read_text()), folder=str(folder))
+        records[folder.name] = dict(series, folder=str(folder))
     first_name, first = next(iter(records.items()))
     for name, record in records.items():
         if (record["seed"], record.get("limit")) != (first["seed"], first.get("limit")):
@@ -61,8 +59,7 @@ def run_probabilities(records, val, held_out):
     """``{run name: (val (probs, probs_flipped), held-out (probs, probs_flipped))}`` of each run's final model."""
     probs = {}
     for name, record in records.items():
-        config = recipe_config("series", record["budget_min"], overrides=record.get("overrides"))
-        model = helpers.load_model_safely(helpers.final_checkpoint(Path(record["folder"]) / "series", config))
+        model = final_series_model(record["folder"], record)
         probs[name] = with_and_without_flips(model, val.images), with_and_without_flips(model, held_out.images)
     return probs
 

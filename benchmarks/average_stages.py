@@ -81,14 +81,27 @@ def check_repeats(score, recorded, what, record_path):
         print(f"note: {what} scores {drift:+.4f} against {record_path} (a pixel or two at the threshold)")
 
 
+def read_series_run(run):
+    """The ``series.json`` of ``run``, a compare_recipes.py folder, once it is checked to hold a trained series."""
+    run = Path(run)
+    for needed in (run / "series.json", run / "series" / "best.keras"):
+        if not needed.is_file():
+            raise SystemExit(f"{needed} is missing: {run} must be a compare_recipes.py folder with a trained series")
+    return json.loads((run / "series.json").read_text())
+
+
+def final_series_model(run, series):
+    """The run's final model (stage 2's best checkpoint), loaded; ``series`` is its ``series.json``."""
+    config = recipe_config("series", series["budget_min"], overrides=series.get("overrides"))
+    return helpers.load_model_safely(helpers.final_checkpoint(Path(run) / "series", config))
+
+
 def measure(run, series, val, held_out):
     """Every weight's post-processing chosen on ``val``, its validation and held-out scores; the pick.
 
     ``series`` is the run's ``series.json``, already read.
     """
-    config = recipe_config("series", series["budget_min"], overrides=series.get("overrides"))
-    final = helpers.final_checkpoint(run / "series", config)
-    models = {1: helpers.load_model_safely(run / "series" / "best.keras"), 2: helpers.load_model_safely(final)}
+    models = {1: helpers.load_model_safely(run / "series" / "best.keras"), 2: final_series_model(run, series)}
     val_probs = stage_probabilities(models, val.images)
     begin = time.monotonic()
     held_probs = stage_probabilities(models, held_out.images)
@@ -137,10 +150,7 @@ def main(argv=None):
     if not args.run:
         parser.error("--run (or --table) is required")
     run = Path(args.run)
-    for needed in (run / "series.json", run / "series" / "best.keras"):
-        if not needed.is_file():
-            parser.error(f"{needed} is missing: --run must be a compare_recipes.py folder with a trained series")
-    series = json.loads((run / "series.json").read_text())
+    series = read_series_run(run)
     _, val, held_out = load_three_ways(args, series["seed"], series.get("limit"))
     record = measure(run, series, val, held_out)
     out = Path(args.out) if args.out else run / "average_stages.json"
