@@ -65,6 +65,7 @@ LEVERS = {
     "lovasz-0.7": ({"finetune_share": 0.7}, "the Lovász stage gets 70% of the budget, not 50%"),
     "bf16": ({"mixed_precision": True}, "bfloat16 layers: quicker steps, more epochs"),
     "empty-head": ({"empty_head": True}, "a head that judges the whole slice, salt or none, for the pixels"),
+    "wide": ({"base_filters": 32}, "twice the filters in every block: four times the convolutions"),
 }
 """Lever name -> (TrainingConfig changes, what it is for)."""
 
