@@ -18,6 +18,9 @@ lever that slows the training step must pay for the epochs it costs, so the scre
        python benchmarks/levers.py screen --data-npz .device/tgs-labelled.npz \\
            --speed benchmarks/results/lever-speed-cpu.json --out /tmp/screen
 
+   Without ``--speed`` every lever gets the same caps; ``--epochs-per-stage 100`` lets early
+   stopping end both stages (a ceiling probe: what the recipe reaches with no time limit).
+
 3. ``table``: each lever's held-out score against the series' on the same slices, with a paired
    95% bootstrap interval, and (given the data, or recorded) its scores on empty slices, slices
    under 10% salt and the rest, from the folder of ``<lever>.json`` the screen wrote::
@@ -26,6 +29,8 @@ lever that slows the training step must pay for the epochs it costs, so the scre
 
    Given one folder per split (each with its own series), it then pools them: each lever's gain
    on every split, and its paired gain over all their held-out slices together.
+   ``--against RECORD`` (one folder) adds a column pairing every lever with another run on the
+   same split, such as the series' own 60-minute CPU run.
 
 The screen ranks levers; it does not replace the benchmark: the lever that wins it is confirmed
 on three splits at 60 minutes of CPU time with ``compare_recipes.py --set``.
@@ -207,7 +212,21 @@ def load_records(folder, series=None):
     return results
 
 
-def table(folder, data=None, series=None):
+def read_other_run(path, base, folder):
+    """The record at ``path`` (an ``--against`` run), checked to hold the same held-out slices as ``base``."""
+    other = json.loads(Path(path).read_text())
+    if other.get("seed") != base.get("seed") or other.get("held_out") != base.get("held_out"):
+        raise SystemExit(f"--against {path}: split --seed {other.get('seed')} ({other.get('held_out')} held-out "
+                         f"slices), but {folder} holds --seed {base.get('seed')} ({base.get('held_out')}): "
+                         "pair runs on the same split")
+    if "held_out_coverage" in other and "held_out_coverage" in base \
+            and other["held_out_coverage"] != base["held_out_coverage"]:
+        raise SystemExit(f"--against {path}: the same --seed, but other held-out slices than {folder}'s "
+                         "(was it cut from other data?)")
+    return other
+
+
+def table(folder, data=None, series=None, against=None):
     """The screen's table: one row per lever, paired against the series on the same held-out slices.
 
     The series' record is ``folder/series.json``, or the file ``series`` names (a baseline
@@ -215,14 +234,20 @@ def table(folder, data=None, series=None):
 
     With the held-out slices' coverage (recorded, or from ``data``), it also scores the empty
     slices, those with under 10% salt and the rest, each lever's mean on each.
+
+    ``against`` names one more run's record on the same split (a 60-minute CPU run, say): a last
+    column pairs every lever, the series too, with it.
     """
     results = load_records(folder, series)
     base = results["series"]
+    other = read_other_run(against, base, folder) if against else None
     coverage = held_out_coverage(base, data)
     by_size = coverage is not None
     lines = ["| lever | what it changes | epochs | held-out score | paired gain over the series (95% interval) "
              + "".join(f"| {label} ({int(pick(coverage).sum())}) " for label, pick in SIZES if by_size)
-             + "| validation score | post-processing |", "|" + "---|" * (7 + 3 * by_size)]
+             + "| validation score | post-processing |"
+             + (f" paired gain over the --against run, {other['held_out_score']:.4f} (95% interval) |" if other else ""),
+             "|" + "---|" * (7 + 3 * by_size + bool(other))]
     for name in LEVERS:
         if name not in results:
             continue
@@ -234,9 +259,13 @@ def table(folder, data=None, series=None):
                                     base["held_out_per_image"])
         per_image = np.asarray(r["held_out_per_image"])
         sizes = "".join(f"| {per_image[pick(coverage)].mean():.3f} " for _, pick in SIZES if by_size)
+        over_other = ""
+        if other:
+            over_other = " " + paired_gain_text(r["held_out_score"] - other["held_out_score"], r["held_out_per_image"],
+                                                other["held_out_per_image"]) + " |"
         lines.append(f"| {name} | {LEVERS[name][1]} | {' + '.join(map(str, r['stage_epochs']))} "
                      f"| {r['held_out_score']:.4f} | {gain} {sizes}| {r['val_score']:.4f} "
-                     f"| {postprocessing_text(r['postprocessing'])} |")
+                     f"| {postprocessing_text(r['postprocessing'])} |{over_other}")
     return "\n".join(lines) + "\n"
 
 
@@ -296,6 +325,8 @@ def main(argv=None):
     show.add_argument("--data-npz", default=None)
     show.add_argument("--series", action="append", default=None,
                       help="the series record to pair with (default: FOLDER/series.json); one per folder, in order")
+    show.add_argument("--against", default=None,
+                      help="one more run's record on the same split (one folder only): a last column pairs each lever with it")
     args = parser.parse_args(argv)
 
     if args.command in ("speed", "screen"):
@@ -322,9 +353,11 @@ def main(argv=None):
         data = load_labelled(args) if args.data_npz or args.data_dir else None
         if args.series and len(args.series) != len(args.folder):
             parser.error(f"{len(args.series)} --series for {len(args.folder)} folder(s): give one per folder, or none")
+        if args.against and len(args.folder) != 1:
+            parser.error("--against pairs with one split's run: give one folder")
         series = args.series or [None] * len(args.folder)
         for folder, each in zip(args.folder, series):
-            print(table(folder, data, each))
+            print(table(folder, data, each, args.against))
         if len(args.folder) > 1:
             print(pooled_table(args.folder, data, args.series))
 
