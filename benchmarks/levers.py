@@ -125,11 +125,15 @@ def screen_epochs(name, speed, epochs_per_stage, stage_one_only=False):
 
     ``speed`` maps lever names to ``{"images_per_s": ...}``; a lever that changes none of
     :data:`MODEL_FIELDS` (another seed, a loss, augmentation) runs at the series' speed, since its
-    step is the same model's, and so does one missing from ``speed``. None gives every lever the
-    series' epochs. ``stage_one_only``: stage 1's scaled epochs and no stage 2.
+    step is the same model's; one that changes the model must be in ``speed`` (a ValueError says
+    so). None gives every lever the series' epochs. ``stage_one_only``: stage 1's scaled epochs
+    and no stage 2.
     """
     ratio = 1.0
-    if speed and name in speed and set(LEVERS[name][0]) & MODEL_FIELDS:
+    if speed and set(LEVERS[name][0]) & MODEL_FIELDS:
+        if name not in speed:
+            raise ValueError(f"{name} changes the model, but the speed record has no '{name}' row: "
+                             f"measure it with `levers.py speed --levers series,{name}`")
         ratio = speed[name]["images_per_s"] / speed["series"]["images_per_s"]
     if stage_one_only:
         if "finetune_share" in LEVERS[name][0]:

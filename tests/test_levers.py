@@ -229,6 +229,8 @@ def test_screen_epochs_follow_each_levers_speed_and_share():
     assert levers.screen_epochs("focal-dice", speed, 28) == (28, 28)
     assert levers.screen_epochs("lovasz-0.7", speed, 28) == (17, 39)
     assert levers.screen_epochs("residual", None, 28) == (28, 28)
+    with pytest.raises(ValueError, match="speed record has no 'wide' row"):
+        levers.screen_epochs("wide", speed, 28)  # four times the convolutions: never at the series' speed
     assert levers.screen_epochs("residual", speed, 28, stage_one_only=True) == (21, 0)
     with pytest.raises(ValueError, match="lovasz-0.7 changes stage 2's share"):
         levers.screen_epochs("lovasz-0.7", speed, 28, stage_one_only=True)
