@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from average_stages import (check_repeats, final_series_model, read_series_run, score_average,  # noqa: E402
                             with_and_without_flips)
 from compare_recipes import load_three_ways  # noqa: E402  (puts the project on the path)
-from report import paired_gain_text, postprocessing_text  # noqa: E402
+from report import gain_over_reference, paired_gain_text, postprocessing_text  # noqa: E402
 
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
@@ -98,10 +98,7 @@ def table(record):
              f"| paired gain over {first['members'][0]} alone (95% interval) "
              "| paired gain over its models alone, on average (95% interval) |", "|---|---|---|---|---|---|"]
     for row in record["combinations"]:
-        over_first = over_members = "–"
-        if row is not first:
-            over_first = paired_gain_text(row["held_out_score"] - first["held_out_score"],
-                                          row["held_out_per_image"], first["held_out_per_image"])
+        over_first, over_members = gain_over_reference(row, first) or "–", "–"  # the first run's own row: none
         if len(row["members"]) > 1:
             members = np.mean([alone[m]["held_out_per_image"] for m in row["members"]], axis=0)
             over_members = paired_gain_text(row["held_out_score"] - float(members.mean()),

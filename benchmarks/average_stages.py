@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_recipes import load_three_ways, recipe_config  # noqa: E402  (puts the project on the path)
-from report import paired_gain_text, postprocessing_text  # noqa: E402
+from report import gain_over_reference, postprocessing_text  # noqa: E402
 
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
@@ -126,10 +126,7 @@ def table(record):
     lines = ["| stage 2's weight | post-processing (chosen on validation) | validation score | held-out score "
              "| paired gain over stage 2 alone (95% interval) |", "|---|---|---|---|---|"]
     for row in record["weights"]:
-        gain = "–"
-        if row is not base:
-            gain = paired_gain_text(row["held_out_score"] - base["held_out_score"], row["held_out_per_image"],
-                                    base["held_out_per_image"])
+        gain = gain_over_reference(row, base) or "–"  # stage 2 alone: none
         mark = " (chosen)" if row["stage_two_weight"] == record["chosen_weight"] else ""
         lines.append(f"| {row['stage_two_weight']:.2f}{mark} | {postprocessing_text(row['postprocessing'])} "
                      f"| {row['val_score']:.4f} | {row['held_out_score']:.4f} | {gain} |")

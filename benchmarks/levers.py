@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
 from compare_recipes import conv_gflop_per_image, load_labelled  # noqa: E402
-from report import paired_gain_text, postprocessing_text  # noqa: E402
+from report import gain_over_reference, paired_gain_text, postprocessing_text  # noqa: E402
 
 LEVERS = {
     "series": ({}, "today's recipe, as the notebooks run it"),
@@ -256,17 +256,10 @@ def table(folder, data=None, series=None, against=None):
         if name not in results:
             continue
         r = results[name]
-        if name == "series":
-            gain = "–"
-        else:
-            gain = paired_gain_text(r["held_out_score"] - base["held_out_score"], r["held_out_per_image"],
-                                    base["held_out_per_image"])
+        gain = gain_over_reference(r, base) or "–"  # the series' own row: none
         per_image = np.asarray(r["held_out_per_image"])
         sizes = "".join(f"| {per_image[pick(coverage)].mean():.3f} " for _, pick in SIZES if by_size)
-        over_other = ""
-        if other:
-            over_other = " " + paired_gain_text(r["held_out_score"] - other["held_out_score"], r["held_out_per_image"],
-                                                other["held_out_per_image"]) + " |"
+        over_other = f" {gain_over_reference(r, other)} |" if other else ""
         lines.append(f"| {name} | {LEVERS[name][1]} | {' + '.join(map(str, r['stage_epochs']))} "
                      f"| {r['held_out_score']:.4f} | {gain} {sizes}| {r['val_score']:.4f} "
                      f"| {postprocessing_text(r['postprocessing'])} |{over_other}")

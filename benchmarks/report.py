@@ -62,7 +62,8 @@ def minutes_to_reach(result, target):
 
 
 def gain_over_reference(result, reference):
-    """The held-out gain of ``result`` over ``reference`` with its paired 95% interval, as text; or None."""
+    """The held-out gain of ``result`` over ``reference`` (any other record on the same held-out slices) with
+    its paired 95% interval, as text; None for the reference itself, or a record without per-slice scores."""
     if reference is None or result is reference or not all(
             "held_out_per_image" in r for r in (result, reference)):
         return None
