@@ -218,10 +218,10 @@ class TrainingConfig:
     everything after training use the averaged weights (see
     :func:`compile_unet` and :func:`make_callbacks`).
 
-    The last seven fields are levers the benchmark measures before one becomes
+    The last eight fields are levers the benchmark measures before one becomes
     the series' default (``benchmarks/levers.py``); their defaults are the
     recipe the notebooks teach. ``block`` ("plain" or "residual") and
-    ``scse`` / ``hypercolumn`` / ``empty_head`` go to :func:`build_unet`; ``stage_one_loss``
+    ``scse`` / ``hypercolumn`` / ``empty_head`` / ``upscale`` go to :func:`build_unet`; ``stage_one_loss``
     (a key of :data:`STAGE_ONE_LOSSES`) is stage 1's loss; ``shift_pixels`` shifts
     each training slice by up to that many pixels (:class:`TrainFeed`);
     ``mixed_precision`` builds the UNet in bfloat16 with float32 weights.
@@ -253,6 +253,7 @@ class TrainingConfig:
     shift_pixels: int = 0
     mixed_precision: bool = False
     empty_head: bool = False
+    upscale: int = 1
 
     def __post_init__(self):
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
@@ -261,13 +262,14 @@ class TrainingConfig:
                   "finetune_epochs": self.finetune_epochs >= 0, "finetune_share": 0.0 <= self.finetune_share < 1.0,
                   "learning_rate": self.learning_rate > 0, "finetune_learning_rate": self.finetune_learning_rate > 0,
                   "block": self.block in ("plain", "residual"), "shift_pixels": 0 <= self.shift_pixels <= 16,
+                  "upscale": self.upscale in (1, 2, 4),
                   "stage_one_loss": self.stage_one_loss in STAGE_ONE_LOSSES}
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:
             raise ValueError(f"TrainingConfig: {', '.join(f'{n}={getattr(self, n)!r}' for n in wrong)} out of range "
                              "(epochs, batch_size and steps_per_epoch at least 1, finetune_epochs at least 0, "
                              "finetune_share in [0, 1), learning rates and time_budget_min above 0, block 'plain' "
-                             f"or 'residual', shift_pixels 0 to 16, stage_one_loss one of {sorted(STAGE_ONE_LOSSES)})")
+                             f"or 'residual', shift_pixels 0 to 16, upscale 1, 2 or 4, stage_one_loss one of {sorted(STAGE_ONE_LOSSES)})")
 
 
 SETTINGS = {
@@ -729,7 +731,7 @@ def empty_slice_head(bottleneck, decoded, name="empty_head"):
 
 
 def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="unet",
-               block="plain", scse=False, hypercolumn=False, empty_head=False):
+               block="plain", scse=False, hypercolumn=False, empty_head=False, upscale=1):
     """The series' UNet: a keras.Model from (None, None, 1) images to (None, None, 1) salt probabilities.
 
     ``depth`` levels of conv_block + 2x2 max-pool (filters doubling from
@@ -755,6 +757,8 @@ def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="un
     make_block = residual_block if block == "residual" else conv_block
     inputs = keras.Input(shape=(None, None, 1), name="image")
     x = inputs
+    if upscale > 1:
+        x = layers.UpSampling2D(upscale, interpolation="bilinear", name="upscale")(x)
     skips = []
     for level in range(depth):
         x = make_block(x, base_filters * 2 ** level, name=f"down{level + 1}", bn_momentum=bn_momentum)
@@ -779,6 +783,8 @@ def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="un
     if empty_head:
         x, chance = empty_slice_head(bottleneck, x)
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="salt")(x)
+    if upscale > 1:
+        outputs = layers.AveragePooling2D(upscale, dtype="float32", name="salt_to_input_size")(outputs)
     if empty_head:
         spread = SpreadOverImage(dtype="float32", name="has_salt_spread")([chance, outputs])
         outputs = layers.Concatenate(dtype="float32", name="salt_and_has_salt")([outputs, spread])
@@ -951,7 +957,7 @@ def new_unet(config: TrainingConfig):
     """Stage 1's starting model for ``config``: :func:`build_unet` compiled by :func:`compile_unet`.
 
     The UNet gets ``config``'s filters, dropout and levers (block, scSE,
-    hypercolumn, the empty-slice head; bfloat16 layers with
+    hypercolumn, the empty-slice head, the upscaling; bfloat16 layers with
     ``mixed_precision``), Adam its learning
     rate and averaged weights, and the loss is ``config.stage_one_loss``. With
     the defaults this is the model 03_train builds in its cells.
@@ -961,7 +967,7 @@ def new_unet(config: TrainingConfig):
         keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         model = build_unet(config.base_filters, dropout=config.dropout, block=config.block, scse=config.scse,
-                           hypercolumn=config.hypercolumn, empty_head=config.empty_head)
+                           hypercolumn=config.hypercolumn, empty_head=config.empty_head, upscale=config.upscale)
     finally:
         keras.config.set_dtype_policy(policy)
     return compile_unet(model, config.learning_rate, loss=STAGE_ONE_LOSSES[config.stage_one_loss],

@@ -71,11 +71,13 @@ LEVERS = {
     "bf16": ({"mixed_precision": True}, "bfloat16 layers: quicker steps, more epochs"),
     "empty-head": ({"empty_head": True}, "a head that judges the whole slice, salt or none, for the pixels"),
     "wide": ({"base_filters": 32}, "twice the filters in every block: four times the convolutions"),
+    "upscale2": ({"upscale": 2}, "every level at twice the resolution (the slice enlarged 2x): thin bodies keep their pixels"),
+    "upscale2-narrow": ({"upscale": 2, "base_filters": 8}, "twice the resolution, half the filters: about the series' convolutions"),
 }
 """Lever name -> (TrainingConfig changes, what it is for)."""
 
 
-MODEL_FIELDS = {"base_filters", "block", "scse", "hypercolumn", "mixed_precision", "empty_head"}
+MODEL_FIELDS = {"base_filters", "block", "scse", "hypercolumn", "mixed_precision", "empty_head", "upscale"}
 """The TrainingConfig fields that change the training step's cost; other levers train at the series' speed."""
 
 

@@ -50,6 +50,34 @@ def test_each_architecture_lever_adds_its_layers_and_keeps_the_shapes(lever, exp
     helpers.plot_unet(model)  # the diagram still finds every level's block
 
 
+def test_upscaling_runs_every_level_at_twice_the_resolution_and_returns_the_inputs_size():
+    plain = helpers.build_unet(base_filters=4)
+    model = helpers.build_unet(base_filters=4, upscale=2)
+    assert {"UpSampling2D", "AveragePooling2D"} <= layer_classes(model) - layer_classes(plain)
+    assert model.count_params() == plain.count_params()  # the same weights, used on a larger image
+    size = {layer.name: layer.output for layer in model.layers}
+    features = keras.Model(model.input, [size["down1_conv2"], size["bottleneck_conv2"], model.output])
+    first, deepest, out = features.predict_on_batch(np.zeros((2, 112, 112, 1), np.float32))
+    assert first.shape[1:3] == (224, 224) and deepest.shape[1:3] == (14, 14)  # 112 -> 224 ... 14, not 7
+    assert out.shape == (2, 112, 112, 1) and out.dtype == np.float32
+    # same filters, four times the pixels: about four times the convolutions; half the filters: about the series'
+    series = compare_recipes.conv_gflop_per_image(plain, 112)
+    assert 3.9 < compare_recipes.conv_gflop_per_image(model, 112) / series < 4.1
+    narrow = helpers.build_unet(base_filters=2, upscale=2)
+    assert 0.9 < compare_recipes.conv_gflop_per_image(narrow, 112) / series < 1.1
+    # the enlarging and the averaging back do not shift the picture: a body's centre stays where it was
+    body = np.zeros((1, 112, 112, 1), np.float32)
+    body[0, 30:41, 60:67] = 1
+    there_and_back = helpers.keras_to_numpy(model.get_layer("salt_to_input_size")(model.get_layer("upscale")(body)))
+    rows, cols = np.indices((112, 112))
+    def centre(image):
+        return [np.average(axis, weights=image[0, ..., 0]) for axis in (rows, cols)]
+    assert np.allclose(centre(there_and_back), centre(body), atol=0.01)
+    helpers.plot_unet(model)
+    with pytest.raises(ValueError, match="upscale=3"):
+        replace(helpers.training_config("quick"), upscale=3)
+
+
 def test_the_empty_head_adds_the_slices_chance_of_salt_as_a_second_channel():
     plain = helpers.build_unet(base_filters=4)
     model = helpers.build_unet(base_filters=4, empty_head=True)
