@@ -388,12 +388,17 @@ SIXTY_MINUTE_LEVERS = {2026: (RESULTS / "cpu-levers-2026-60min", RESULTS / "cpu-
 """Levers run with the whole recipe at 60 CPU minutes: per split, their folder and the series' record they pair with."""
 
 
-@pytest.mark.parametrize("seed", sorted(SIXTY_MINUTE_LEVERS))
-def test_the_committed_60_minute_levers_are_what_the_benchmark_readme_reports(seed):
+SIXTY_MINUTE_FOLDERS = [(seed, folder, series, {"bf16"}) for seed, (folder, series) in SIXTY_MINUTE_LEVERS.items()] + [
+    (2026, RESULTS / "cpu-upscale-2026-60min", SIXTY_MINUTE_LEVERS[2026][1], {"upscale2-narrow"})]
+"""Every folder of levers run at 60 CPU minutes: its split, the series' record it pairs with, the levers it must hold."""
+
+
+@pytest.mark.parametrize("seed, folder, series, expect", SIXTY_MINUTE_FOLDERS,
+                         ids=[folder.name for _, folder, _, _ in SIXTY_MINUTE_FOLDERS])
+def test_the_committed_60_minute_levers_are_what_the_benchmark_readme_reports(seed, folder, series, expect):
     """Levers run with the whole recipe at 60 CPU minutes, paired with the series' run on the same split."""
-    folder, series = SIXTY_MINUTE_LEVERS[seed]
     records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
-    assert {"bf16"} <= set(records) and "series" not in records
+    assert expect <= set(records) and "series" not in records
     for name, record in {**records, "series": json.loads(series.read_text())}.items():
         assert record["overrides"] == levers.LEVERS[name][0], name
         assert (record["budget_min"], record["seed"], record["backend"], record["held_out"]) == \
@@ -551,8 +556,10 @@ def test_the_runs_with_no_time_limit_are_what_the_benchmark_readme_reports(seed)
         assert row in readme, row
 
 
-def test_the_wide_lever_s_speed_is_what_the_benchmark_readme_reports():
-    speed = json.loads((RESULTS / "lever-speed-cpu-wide.json").read_text())["levers"]
+@pytest.mark.parametrize("record", ["lever-speed-cpu-wide.json", "lever-speed-cpu-upscale.json"])
+def test_the_heavier_levers_speed_is_what_the_benchmark_readme_reports(record):
+    speed = json.loads((RESULTS / record).read_text())["levers"]
+    assert "series" in speed and len(speed) > 1
     readme = (BENCHMARKS / "README.md").read_text()
     for name, row in speed.items():
         ratio = row["images_per_s"] / speed["series"]["images_per_s"]
