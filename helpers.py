@@ -754,6 +754,8 @@ def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="un
 
     if block not in ("plain", "residual"):
         raise ValueError(f"block={block!r}: choose 'plain' or 'residual'")
+    if not (isinstance(upscale, int) and upscale >= 1):
+        raise ValueError(f"upscale={upscale!r}: the enlargement is a whole number, 1 (none) or more")
     make_block = residual_block if block == "residual" else conv_block
     inputs = keras.Input(shape=(None, None, 1), name="image")
     x = inputs

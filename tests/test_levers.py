@@ -76,6 +76,8 @@ def test_upscaling_runs_every_level_at_twice_the_resolution_and_returns_the_inpu
     helpers.plot_unet(model)
     with pytest.raises(ValueError, match="upscale=3"):
         replace(helpers.training_config("quick"), upscale=3)
+    with pytest.raises(ValueError, match="upscale=0.5"):
+        helpers.build_unet(base_filters=2, upscale=0.5)
 
 
 def test_the_empty_head_adds_the_slices_chance_of_salt_as_a_second_channel():
