@@ -55,8 +55,8 @@ def test_upscaling_runs_every_level_at_twice_the_resolution_and_returns_the_inpu
     model = helpers.build_unet(base_filters=4, upscale=2)
     assert {"UpSampling2D", "AveragePooling2D"} <= layer_classes(model) - layer_classes(plain)
     assert model.count_params() == plain.count_params()  # the same weights, used on a larger image
-    size = {layer.name: layer.output for layer in model.layers}
-    features = keras.Model(model.input, [size["down1_conv2"], size["bottleneck_conv2"], model.output])
+    features = keras.Model(model.input, [model.get_layer("down1_conv2").output,
+                                         model.get_layer("bottleneck_conv2").output, model.output])
     first, deepest, out = features.predict_on_batch(np.zeros((2, 112, 112, 1), np.float32))
     assert first.shape[1:3] == (224, 224) and deepest.shape[1:3] == (14, 14)  # 112 -> 224 ... 14, not 7
     assert out.shape == (2, 112, 112, 1) and out.dtype == np.float32
