@@ -1,0 +1,261 @@
+"""The committed benchmark records (benchmarks/results/) are what the READMEs report, row by row."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import levers  # noqa: E402
+
+
+RESULTS = BENCHMARKS / "results"
+
+
+def check_screen_record(name, record, speed, seed):
+    """A stage-1 screen's record: the lever's changes, the epochs its CPU speed buys, JAX, 640 held-out slices."""
+    changes = dict(record["overrides"])
+    assert changes.pop("finetune_epochs") == 0 and changes == levers.LEVERS[name][0], name
+    assert record["stage_epochs"] == [levers.screen_epochs(name, speed, 28, stage_one_only=True)[0]], name
+    assert (record["backend"], record["seed"], record["held_out"]) == ("jax", seed, 640), name
+    assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+
+
+def test_the_committed_screen_is_what_the_benchmark_readme_reports():
+    """The stage-1 screen's records: each lever trained the epochs its CPU speed buys, scored on 640 slices."""
+    speed = json.loads((RESULTS / "lever-speed-cpu.json").read_text())["levers"]
+    folder = RESULTS / "screen-stage1-h200-jax"
+    records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
+    assert {"series", "series-seed43", "residual", "scse", "hypercolumn", "shift8", "focal-dice"} <= set(records)
+    for name, record in records.items():
+        check_screen_record(name, record, speed, 2026)
+    assert all(len(r["held_out_coverage"]) == 640 for r in records.values())
+    rows = levers.table(folder).splitlines()
+    record = (BENCHMARKS / "README.md").read_text()
+    assert "| empty (250) | under 10% salt (92) | 10% salt or more (298) |" in rows[0]
+    for row in rows[2:]:  # every column, scores by salt size included, as the benchmark record prints it
+        assert row in record, row
+
+
+def test_the_committed_two_split_screen_is_what_the_benchmark_readme_reports():
+    """The second stage-1 screen: five levers on two splits, epochs from the side-by-side speed probe."""
+    speed = json.loads((RESULTS / "lever-speed-cpu-empty-head.json").read_text())["levers"]
+    folders = [RESULTS / "screen-stage1-h200-jax-two-splits" / f"seed-{seed}" for seed in (2026, 2027)]
+    readme = (BENCHMARKS / "README.md").read_text()
+    for folder, seed in zip(folders, (2026, 2027)):
+        records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
+        assert set(records) == {"series", "series-seed43", "size-weighted", "bf16", "empty-head"}
+        for name, record in records.items():
+            check_screen_record(name, record, speed, seed)
+        for row in levers.table(folder).splitlines()[2:]:
+            assert row in readme, row
+    for row in levers.pooled_table(folders).splitlines():
+        assert row in readme, row
+
+
+def test_the_committed_stage_averages_are_what_the_benchmark_readme_reports():
+    """Both stages' models averaged, on three splits: stage 2 alone is each run's own score."""
+    import average_stages
+
+    readme = (BENCHMARKS / "README.md").read_text()
+    for seed in (2026, 2027, 2028):
+        folder = RESULTS / "two-stage-h200-jax" / f"seed-{seed}"
+        series = json.loads((folder / "series.json").read_text())
+        record = json.loads((folder / "average_stages.json").read_text())
+        assert (series["seed"], series["stage_epochs"], series["backend"], series["overrides"]) == \
+            (seed, [28, 28], "jax", {"finetune_epochs": 28})
+        assert [row["stage_two_weight"] for row in record["weights"]] == list(average_stages.WEIGHTS)
+        assert record["seed"] == seed and record["weights"][0]["held_out_score"] == series["held_out_score"]
+        assert record["held_out_coverage"] == series["held_out_coverage"]
+        chosen = max(record["weights"], key=lambda row: (row["val_score"], row["stage_two_weight"]))
+        assert record["chosen_weight"] == chosen["stage_two_weight"]
+        for row in record["weights"]:
+            assert np.mean(row["held_out_per_image"]) == pytest.approx(row["held_out_score"], abs=1e-4)
+        for line in average_stages.table(record).splitlines()[2:]:
+            assert line in readme, line
+
+
+SIXTY_MINUTE_LEVERS = {2026: (RESULTS / "cpu-levers-2026-60min", RESULTS / "cpu-series-2026-60min" / "series.json"),
+                       2027: (RESULTS / "cpu-levers-2027-60min",
+                              RESULTS / "cpu-three-splits-60min" / "seed-2027" / "series.json"),
+                       2028: (RESULTS / "cpu-levers-2028-60min",
+                              RESULTS / "cpu-three-splits-60min" / "seed-2028" / "series.json")}
+"""Levers run with the whole recipe at 60 CPU minutes: per split, their folder and the series' record they pair with."""
+
+
+SIXTY_MINUTE_FOLDERS = [(seed, folder, series, {"bf16"}) for seed, (folder, series) in SIXTY_MINUTE_LEVERS.items()] + [
+    (2026, RESULTS / "cpu-upscale-2026-60min", SIXTY_MINUTE_LEVERS[2026][1], {"upscale2-narrow"})]
+"""Every folder of levers run at 60 CPU minutes: its split, the series' record it pairs with, the levers it must hold."""
+
+
+@pytest.mark.parametrize("seed, folder, series, expect", SIXTY_MINUTE_FOLDERS,
+                         ids=[folder.name for _, folder, _, _ in SIXTY_MINUTE_FOLDERS])
+def test_the_committed_60_minute_levers_are_what_the_benchmark_readme_reports(seed, folder, series, expect):
+    """Levers run with the whole recipe at 60 CPU minutes, paired with the series' run on the same split."""
+    records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
+    assert expect <= set(records) and "series" not in records
+    for name, record in {**records, "series": json.loads(series.read_text())}.items():
+        assert record["overrides"] == levers.LEVERS[name][0], name
+        assert (record["budget_min"], record["seed"], record["backend"], record["held_out"]) == \
+            (60, seed, "tensorflow", 640), name
+        assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+    with pytest.raises(SystemExit, match="no series.json"):
+        levers.table(folder)
+    readme = (BENCHMARKS / "README.md").read_text()
+    for row in levers.table(folder, series=series).splitlines()[2:]:
+        assert row in readme, row
+
+
+@pytest.mark.parametrize("seeds", [(2026, 2028), (2026, 2027, 2028)])
+def test_the_pooled_60_minute_levers_are_what_the_benchmark_readme_reports(seeds):
+    """bf16 at 60 CPU minutes beside a series run: first on two splits, then on all three, every held-out slice paired."""
+    rows = levers.pooled_table([SIXTY_MINUTE_LEVERS[s][0] for s in seeds],
+                               series=[SIXTY_MINUTE_LEVERS[s][1] for s in seeds]).splitlines()
+    assert any(row.startswith("| bf16 |") for row in rows)
+    readme = (BENCHMARKS / "README.md").read_text()
+    for row in rows:
+        assert row in readme, row
+
+
+def test_the_unpaired_second_split_bf16_run_is_what_the_benchmark_readme_reports():
+    """bf16 on the second split has no series record with per-slice scores to pair with: its own table."""
+    import report
+
+    folder = RESULTS / "cpu-levers-2027-60min"
+    record = json.loads((folder / "bf16.json").read_text())
+    assert record["overrides"] == levers.LEVERS["bf16"][0]
+    assert (record["budget_min"], record["seed"], record["backend"], record["held_out"]) == (60, 2027, "tensorflow", 640)
+    assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+    table = report.markdown_table([record])
+    assert (folder / "bf16.md").read_text() == table
+    readme = (BENCHMARKS / "README.md").read_text()
+    assert table.splitlines()[2] in readme
+    means = [json.loads(path.read_text())["held_out_score"]
+             for path in (folder / "bf16.json", *(SIXTY_MINUTE_LEVERS[s][0] / "bf16.json" for s in (2026, 2028)))]
+    assert f"**Over the three splits bfloat16 averages {np.mean(means):.3f}**" in readme
+
+
+def test_the_committed_model_averages_are_what_the_benchmark_readme_reports():
+    """Whole runs' models averaged (average_runs.py): each run alone is its committed record's score."""
+    import average_runs
+
+    committed = {"series-2026-60min": SIXTY_MINUTE_LEVERS[2026][1],
+                 "bf16-2026-60min": SIXTY_MINUTE_LEVERS[2026][0] / "bf16.json",
+                 "head-2026-60min": SIXTY_MINUTE_LEVERS[2026][0] / "empty-head.json",
+                 "three-2028-60min": SIXTY_MINUTE_LEVERS[2028][1],
+                 "bf16-2028-60min": SIXTY_MINUTE_LEVERS[2028][0] / "bf16.json"}
+    readme = (BENCHMARKS / "README.md").read_text()
+    for seed, runs in ((2026, 3), (2028, 2)):
+        record = json.loads((RESULTS / "cpu-ensembles-60min" / f"seed-{seed}.json").read_text())
+        assert record["seed"] == seed and len(record["runs"]) == runs
+        assert len(record["combinations"]) == 2 ** runs - 1  # each run alone and every combination
+        for run in record["runs"]:
+            alone = next(row for row in record["combinations"] if row["members"] == [run["name"]])
+            original = json.loads(committed[run["name"]].read_text())
+            assert alone["held_out_score"] == original["held_out_score"] == run["held_out_score"], run["name"]
+            assert alone["held_out_per_image"] == original["held_out_per_image"], run["name"]
+            assert (run["overrides"], original["seed"]) == (original["overrides"], seed), run["name"]
+        for row in record["combinations"]:
+            assert np.mean(row["held_out_per_image"]) == pytest.approx(row["held_out_score"], abs=1e-4)
+        for line in average_runs.table(record).splitlines():
+            assert line in readme, line
+
+
+def test_the_second_split_s_series_measured_again_is_what_the_benchmark_readme_reports():
+    """Today's recipe on the second split at 60 CPU minutes, with the per-slice scores its first run lacked."""
+    import report
+
+    folder = RESULTS / "cpu-three-splits-60min" / "seed-2027"
+    record = json.loads((folder / "series.json").read_text())
+    assert (record["budget_min"], record["seed"], record["backend"], record["held_out"], record["overrides"]) \
+        == (60, 2027, "tensorflow", 640, {})
+    assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+    bf16 = json.loads((SIXTY_MINUTE_LEVERS[2027][0] / "bf16.json").read_text())
+    assert bf16["held_out_coverage"] == record["held_out_coverage"]  # the same held-out slices: paired
+    table = report.markdown_table([record])
+    assert (folder / "results.md").read_text() == table
+    readme = (BENCHMARKS / "README.md").read_text()
+    assert table.splitlines()[2] in readme
+    latest = [json.loads(path.read_text())["held_out_score"] for path in
+              (SIXTY_MINUTE_LEVERS[2026][1], SIXTY_MINUTE_LEVERS[2027][1], SIXTY_MINUTE_LEVERS[2028][1])]
+    assert f"it is **{np.mean(latest):.3f}** ({', '.join(f'{v:.4g}' for v in latest)})" in readme
+
+
+def test_the_committed_third_split_pair_is_what_the_benchmark_readme_reports():
+    """The reference and the series on the third split, 60 CPU minutes each: the paired gain the issue asks for."""
+    import report
+
+    folder = RESULTS / "cpu-three-splits-60min" / "seed-2028"
+    results = [json.loads((folder / f"{name}.json").read_text()) for name in ("reference", "series")]
+    for record in results:
+        assert (record["budget_min"], record["seed"], record["backend"], record["held_out"], record["overrides"]) \
+            == (60, 2028, "tensorflow", 640, {}), record["recipe"]
+        assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+    assert results[0]["held_out_coverage"] == results[1]["held_out_coverage"]  # the same held-out slices
+    table = report.markdown_table(results)
+    assert (folder / "results.md").read_text() == table
+    readme = (BENCHMARKS / "README.md").read_text()
+    for row in table.splitlines()[2:]:
+        assert row in readme, row
+
+
+def test_the_committed_synthetic_class_run_is_what_the_readme_reports():
+    folder = RESULTS / "cpu-class-synthetic"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    stages = [len(pd.read_csv(folder / f"history-stage{k}.csv")) for k in (1, 2)]
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    assert metrics["setting"] == "class" and "synthetic" in metrics["data"]
+    assert f"| epochs (stage 1 + stage 2) | {stages[0]} + {stages[1]} " in readme
+    scores = f"{metrics['at_threshold_0.5']['competition_score']:.3f} / {metrics['competition_score']:.3f}"
+    assert f"**{scores}**" in readme
+
+
+CONVERGED = {2026: RESULTS / "cpu-series-2026-60min" / "series.json",
+             2028: RESULTS / "cpu-three-splits-60min" / "seed-2028" / "series.json"}
+"""The runs with no time limit on a lent GPU: per split, the 60-minute CPU series run each is paired with."""
+
+
+@pytest.mark.parametrize("seed", sorted(CONVERGED))
+def test_the_runs_with_no_time_limit_are_what_the_benchmark_readme_reports(seed):
+    """The ceiling probe: early stopping ended every stage before its cap; each run against the 60-minute one."""
+    folder = RESULTS / "converged-h200-jax" / f"seed-{seed}"
+    sixty_minutes = json.loads(CONVERGED[seed].read_text())
+    records = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
+    assert set(records) == ({"series", "wide"} if seed == 2026 else {"series"})
+    for name, record in records.items():
+        changes = dict(record["overrides"])
+        assert changes.pop("finetune_epochs") == 100 and changes == levers.LEVERS[name][0], name
+        assert (record["seed"], record["backend"], record["held_out"], record["budget_min"]) == (seed, "jax", 640, 600)
+        assert all(epochs < 100 for epochs in record["stage_epochs"]), name  # early stopping decided
+        assert record["train_minutes"] < 10, name  # the budget of 600 minutes never bound
+        assert np.mean(record["held_out_per_image"]) == pytest.approx(record["held_out_score"], abs=1e-4)
+        assert record["held_out_coverage"] == sixty_minutes["held_out_coverage"]
+    readme = (BENCHMARKS / "README.md").read_text()
+    rows = levers.table(folder, against=CONVERGED[seed]).splitlines()
+    assert rows[0].endswith(f"| paired gain over the --against run, {sixty_minutes['held_out_score']:.4f} (95% interval) |")
+    for row in rows[2:]:
+        assert row in readme, row
+
+
+@pytest.mark.parametrize("record", ["lever-speed-cpu-wide.json", "lever-speed-cpu-upscale.json"])
+def test_the_heavier_levers_speed_is_what_the_benchmark_readme_reports(record):
+    speed = json.loads((RESULTS / record).read_text())["levers"]
+    assert "series" in speed and len(speed) > 1
+    readme = (BENCHMARKS / "README.md").read_text()
+    for name, row in speed.items():
+        ratio = row["images_per_s"] / speed["series"]["images_per_s"]
+        assert (f"| {name} | {row['images_per_s']:.1f} | {ratio:.2f} | {row['forward_gflop']:.3f} "
+                f"| {row['train_gflop_per_s']:.0f} | {row['params']:,} |") in readme, name
+
+
+def test_gpu_training_record_is_committed_and_complete():
+    """The lent-GPU run the README quotes: its record is in the repository, with what the README cites."""
+    record = json.loads((RESULTS / "gpu-h200-jax-full.json").read_text())
+    assert record["setting"] == "full" and record["backend"] == "jax"
+    assert [stage["stage"] for stage in record["stages"]] == [1, 2]
+    assert 0 < record["val_score_at_0.5"] <= record["val_score_postprocessed"] <= 1
