@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from average_stages import (check_repeats, final_series_model, read_series_run, score_average,  # noqa: E402
-                            with_and_without_flips)
-from compare_recipes import load_three_ways  # noqa: E402  (puts the project on the path)
+from recipes import (check_repeats, final_series_model, load_three_ways, read_series_run,  # noqa: E402
+                     score_average, with_and_without_flips)
 from report import gain_over_reference, paired_gain_text, postprocessing_text  # noqa: E402
 
 import helpers  # noqa: E402

@@ -24,11 +24,11 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_recipes import load_three_ways, recipe_config  # noqa: E402  (puts the project on the path)
+from recipes import (check_repeats, final_series_model, load_three_ways, read_series_run,  # noqa: E402
+                     score_average, with_and_without_flips)
 from report import gain_over_reference, postprocessing_text  # noqa: E402
 
 import helpers  # noqa: E402
@@ -36,11 +36,6 @@ import keras  # noqa: E402  (helpers has started it)
 
 WEIGHTS = (1.0, 0.75, 0.5)
 """Stage 2's share of the averaged probabilities; 1.0 is the series unchanged."""
-
-
-def with_and_without_flips(model, images):
-    """(probs, probs_flipped): ``model``'s (N, H, W) float32 probabilities on uint8 (N, H, W), without and with flip TTA."""
-    return helpers.predict_salt(model, images), helpers.predict_salt(model, images, flip_tta=True)
 
 
 def stage_probabilities(models, images):
@@ -51,49 +46,6 @@ def stage_probabilities(models, images):
 def averaged(probs, weight):
     """Stage 2's weight ``weight`` against stage 1's: (probs, probs_flipped) of the average."""
     return tuple(weight * two + (1.0 - weight) * one for one, two in zip(probs[1], probs[2]))
-
-
-def score_average(val_probs, held_probs, val, held_out):
-    """Choose the post-processing of one prediction on ``val`` as 04 does; score it on ``val`` and ``held_out``.
-
-    ``val_probs`` and ``held_probs`` are each (probs, probs_flipped), (N, H, W) float32 in [0, 1].
-    Returns the record's fields: the choice, both scores, and each held-out slice's score.
-    """
-    choice, _, _ = helpers.tune_postprocessing(val.masks, *val_probs)
-    flipped = int(choice.flip_tta)  # each pair is (without flips, with flips)
-    per_image = helpers.competition_score_per_image(held_out.masks, choice.masks(held_probs[flipped]))
-    return {"postprocessing": asdict(choice),
-            "val_score": helpers.competition_score(val.masks, choice.masks(val_probs[flipped])),
-            "held_out_score": float(per_image.mean()), "held_out_per_image": per_image.round(4).tolist()}
-
-
-def check_repeats(score, recorded, what, record_path):
-    """Stop unless ``what`` scores here (``score``) what its record at ``record_path`` says (``recorded``).
-
-    A CPU repeats a score exactly; a GPU's kernels may round a pixel or two differently from one
-    process to the next, so up to 0.01 is only noted.
-    """
-    drift = score - recorded
-    if abs(drift) > 0.01:
-        raise SystemExit(f"{what} scores {score:.4f} here and {recorded:.4f} in {record_path}: "
-                         "not the same model or data")
-    if drift:
-        print(f"note: {what} scores {drift:+.4f} against {record_path} (a pixel or two at the threshold)")
-
-
-def read_series_run(run):
-    """The ``series.json`` of ``run``, a compare_recipes.py folder, once it is checked to hold a trained series."""
-    run = Path(run)
-    for needed in (run / "series.json", run / "series" / "best.keras"):
-        if not needed.is_file():
-            raise SystemExit(f"{needed} is missing: {run} must be a compare_recipes.py folder with a trained series")
-    return json.loads((run / "series.json").read_text())
-
-
-def final_series_model(run, series):
-    """The run's final model (stage 2's best checkpoint), loaded; ``series`` is its ``series.json``."""
-    config = recipe_config("series", series["budget_min"], overrides=series.get("overrides"))
-    return helpers.load_model_safely(helpers.final_checkpoint(Path(run) / "series", config))
 
 
 def measure(run, series, val, held_out):

@@ -1,6 +1,7 @@
 """Screen levers on the series' recipe cheaply: their speed on this CPU, their score at the epochs that speed buys.
 
-A lever is a change to ``helpers.TrainingConfig`` (the table ``LEVERS`` below). Judged fairly, a
+A lever is a change to the series' recipe (a field of ``lever_models.LeverConfig``; the table
+``LEVERS`` below). Judged fairly, a
 lever that slows the training step must pay for the epochs it costs, so the screen has two parts:
 
 1. ``speed``, on the project's 2-core CPU, alone: each lever's training images/s (batch 32,
@@ -45,7 +46,6 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,8 @@ sys.path.insert(0, str(ROOT))
 
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
-from compare_recipes import conv_gflop_per_image, load_labelled  # noqa: E402
+import lever_models  # noqa: E402
+from recipes import conv_gflop_per_image, load_labelled, split_three_ways  # noqa: E402
 from report import gain_over_reference, paired_gain_text, postprocessing_text  # noqa: E402
 
 LEVERS = {
@@ -68,22 +69,23 @@ LEVERS = {
     "focal-dice": ({"stage_one_loss": "focal_dice"}, "stage 1 focal + Dice: hard pixels count more"),
     "size-weighted": ({"stage_one_loss": "sized_bce_dice"}, "stage 1's cross-entropy weighs small bodies' salt up to 5x"),
     "lovasz-0.7": ({"finetune_share": 0.7}, "the Lovász stage gets 70% of the budget, not 50%"),
-    "bf16": ({"mixed_precision": True}, "bfloat16 layers: quicker steps, more epochs"),
+    "bf16": ({"precision": "mixed_bfloat16"}, "bfloat16 layers: quicker steps, more epochs"),
     "empty-head": ({"empty_head": True}, "a head that judges the whole slice, salt or none, for the pixels"),
     "wide": ({"base_filters": 32}, "twice the filters in every block: four times the convolutions"),
     "upscale2": ({"upscale": 2}, "every level at twice the resolution (the slice enlarged 2x): thin bodies keep their pixels"),
     "upscale2-narrow": ({"upscale": 2, "base_filters": 8}, "twice the resolution, half the filters: about the series' convolutions"),
 }
-"""Lever name -> (TrainingConfig changes, what it is for)."""
+"""Lever name -> (LeverConfig changes, what it is for). Records from before ``precision`` say
+``mixed_precision: true`` for bf16 (:func:`lever_models.current_overrides` reads them)."""
 
 
-MODEL_FIELDS = {"base_filters", "block", "scse", "hypercolumn", "mixed_precision", "empty_head", "upscale"}
-"""The TrainingConfig fields that change the training step's cost; other levers train at the series' speed."""
+MODEL_FIELDS = {"base_filters", "block", "scse", "hypercolumn", "precision", "empty_head", "upscale"}
+"""The LeverConfig fields that change the training step's cost; other levers train at the series' speed."""
 
 
 def lever_config(name, **changes):
-    """The class setting's TrainingConfig with the lever's changes."""
-    return replace(helpers.training_config("class", **changes), **LEVERS[name][0])
+    """The class setting's LeverConfig with the lever's changes."""
+    return lever_models.lever_config(helpers.training_config("class", **changes), **LEVERS[name][0])
 
 
 def set_flags(overrides):
@@ -102,7 +104,7 @@ def measure_speed(names, batches=12, rounds=3, batch_size=32):
     models = {}
     for name in names:
         keras.utils.set_random_seed(0)
-        models[name] = helpers.new_unet(lever_config(name))
+        models[name] = lever_models.new_lever_unet(lever_config(name))
         for _ in range(3):  # warm-up: tracing and the first allocations
             models[name].train_on_batch(x, y)
     speeds = {name: [] for name in names}
@@ -195,8 +197,6 @@ def held_out_coverage(result, data=None):
         return np.asarray(result["held_out_coverage"])
     if data is None:
         return None
-    from compare_recipes import split_three_ways
-
     held_out = split_three_ways(data, result["seed"])[2]
     if len(held_out) != result["held_out"]:
         raise SystemExit(f"the data gives {len(held_out)} held-out slices, the result {result['held_out']}: "

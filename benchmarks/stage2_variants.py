@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import compare_recipes  # noqa: E402
 import helpers  # noqa: E402
+import recipes  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -74,16 +74,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     source, out = Path(args.source), Path(args.out)
-    run = source / "series.json"
-    if not run.is_file() or not (source / "series" / "best.keras").is_file():
-        parser.error(f"{source} holds no trained series recipe (series.json and series/best.keras)")
     if out.exists():
         parser.error(f"{out} exists: choose another --out so no earlier measurement is overwritten")
-    measured = json.loads(run.read_text())
-    train, val, _ = compare_recipes.load_three_ways(args, measured["seed"], measured.get("limit"))
+    measured = recipes.read_series_run(source)
+    train, val, _ = recipes.load_three_ways(args, measured["seed"], measured.get("limit"))
     # the run's recipe, with the changes it was measured with (compare_recipes.py --set)
-    config = replace(helpers.training_config("class", steps_per_epoch=args.steps_per_epoch),
-                     **measured.get("overrides", {}))
+    config = recipes.recipe_config("series", measured["budget_min"], steps_per_epoch=args.steps_per_epoch,
+                                   overrides=measured.get("overrides"))
     stage2 = replace(helpers.finetune_config(config), epochs=args.epochs)
     log = []
     helpers.train_stage(stage2, out / "stage2",

@@ -12,6 +12,11 @@ the best val_loss, and the validation score at threshold 0.5 and post-processed.
 file is read back with ``--data-npz`` on a machine that cannot see the data folder. The packed
 file is a copy of the data set: keep it out of the repository (the folder ``.device/`` is
 ignored for that).
+
+``--precision`` is the notebooks' ``SALT_PRECISION``: ``auto`` (the default) trains in
+``mixed_float16`` on a GPU and in float32 otherwise, as 03_train does. The H200 record of
+2026-11 (``results/gpu-h200-jax-full.json``) was trained before that choice existed, in float32:
+``--precision float32`` repeats it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
-from compare_recipes import load_labelled  # noqa: E402
+from recipes import load_labelled, with_and_without_flips  # noqa: E402
 
 
 def main(argv=None):
@@ -38,6 +43,7 @@ def main(argv=None):
     parser.add_argument("--setting", default="full", choices=sorted(helpers.SETTINGS))
     parser.add_argument("--epochs", type=int, default=None, help="cap each stage's epochs")
     parser.add_argument("--limit", type=int, default=None, help="only the first N labelled slices")
+    parser.add_argument("--precision", default="auto", help="auto, " + ", ".join(helpers.PRECISIONS))
     parser.add_argument("--out", default="runs/full-script")
     args = parser.parse_args(argv)
 
@@ -47,7 +53,7 @@ def main(argv=None):
         return
 
     gpu = helpers.find_gpu()
-    config = helpers.training_config(args.setting, epochs=args.epochs, gpu=gpu)
+    config = helpers.training_config(args.setting, epochs=args.epochs, gpu=gpu, precision=args.precision)
     out = helpers.ensure_run_dir(args.out)
     train_index, val_index = helpers.split_for_run(out, data, seed=config.seed)  # notebook 1's split
     train, val = data.subset(train_index), data.subset(val_index)
@@ -56,8 +62,7 @@ def main(argv=None):
     wall_min = (time.monotonic() - begin) / 60
 
     model = helpers.load_model_safely(helpers.final_checkpoint(out, config))
-    probs = helpers.predict_salt(model, val.images)
-    probs_tta = helpers.predict_salt(model, val.images, flip_tta=True)
+    probs, probs_tta = with_and_without_flips(model, val.images)
     choice, _, _ = helpers.tune_postprocessing(val.masks, probs, probs_tta)
     final = choice.masks(probs_tta if choice.flip_tta else probs)
     stages = []
@@ -73,7 +78,8 @@ def main(argv=None):
         row["train_images_per_s"] = round(row["epochs"] * per_epoch / max(float(seconds), 1e-9), 1)
     result = {
         "setting": args.setting, "machine": gpu or f"CPU ({platform.processor() or platform.machine()})",
-        "backend": keras.backend.backend(), "keras": keras.__version__, "data": data.source,
+        "backend": keras.backend.backend(), "keras": keras.__version__, "precision": config.precision,
+        "data": data.source,
         "train": len(train), "val": len(val), "stages": stages,
         "train_minutes": round(float(history["train_seconds"].iloc[-1]) / 60, 2), "wall_minutes": round(wall_min, 2),
         "val_score_at_0.5": round(helpers.competition_score(val.masks, probs > 0.5), 4),

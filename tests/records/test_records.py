@@ -16,6 +16,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import lever_models  # noqa: E402
 import levers  # noqa: E402
 
 
@@ -96,17 +97,9 @@ def test_the_index_row_is_what_its_records_say(row):
             assert record["held_out_coverage"] == paired["held_out_coverage"], row["record"]  # the same slices
 
 
-def todays_fields(changes):
-    """Field changes in today's names: ``mixed_precision: true`` (the bf16 lever, in earlier records) is ``precision``."""
-    changes = dict(changes)
-    if "mixed_precision" in changes:
-        changes["precision"] = "mixed_bfloat16" if changes.pop("mixed_precision") else "float32"
-    return changes
-
-
 def same_lever(recorded, name):
     """A record's field changes are the lever ``name`` of ``levers.LEVERS``, in the names of either day."""
-    return todays_fields(recorded) == todays_fields(levers.LEVERS[name][0])
+    return lever_models.current_overrides(recorded) == levers.LEVERS[name][0]
 
 
 def check_screen_record(name, record, speed, seed):

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
 import pytest
 
 import helpers
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import compare_recipes  # noqa: E402
+import lever_models as lm  # noqa: E402
 import levers  # noqa: E402
+import recipes  # noqa: E402
 
 
 def layer_classes(model):
@@ -27,12 +27,13 @@ def test_the_default_levers_build_the_series_unet():
     config = helpers.training_config("class")
     keras.utils.set_random_seed(1)
     taught = helpers.build_unet(config.base_filters, dropout=config.dropout)
-    keras.utils.set_random_seed(1)
-    built = helpers.new_unet(config)
-    assert helpers.describe_model(built) == helpers.describe_model(taught)
-    assert all(np.array_equal(a, b) for a, b in zip(built.get_weights(), taught.get_weights()))
-    assert built.loss is helpers.bce_dice_loss and built.optimizer.use_ema
-    assert built.optimizer.ema_momentum == config.ema_momentum
+    for build in (helpers.new_unet, lm.new_lever_unet):
+        keras.utils.set_random_seed(1)
+        built = build(lm.lever_config(config) if build is lm.new_lever_unet else config)
+        assert helpers.describe_model(built) == helpers.describe_model(taught), build.__name__
+        assert all(np.array_equal(a, b) for a, b in zip(built.get_weights(), taught.get_weights())), build.__name__
+        assert built.loss is helpers.bce_dice_loss and built.optimizer.use_ema
+        assert built.optimizer.ema_momentum == config.ema_momentum
 
 
 @pytest.mark.parametrize("lever, expect", [
@@ -42,7 +43,7 @@ def test_the_default_levers_build_the_series_unet():
 ])
 def test_each_architecture_lever_adds_its_layers_and_keeps_the_shapes(lever, expect):
     plain = helpers.build_unet(base_filters=4)
-    model = helpers.build_unet(base_filters=4, **lever)
+    model = lm.build_lever_unet(base_filters=4, **lever)
     assert expect <= layer_classes(model) - layer_classes(plain)
     assert model.count_params() > plain.count_params()
     out = model.predict_on_batch(np.zeros((2, 112, 112, 1), np.float32))
@@ -52,7 +53,7 @@ def test_each_architecture_lever_adds_its_layers_and_keeps_the_shapes(lever, exp
 
 def test_upscaling_runs_every_level_at_twice_the_resolution_and_returns_the_inputs_size():
     plain = helpers.build_unet(base_filters=4)
-    model = helpers.build_unet(base_filters=4, upscale=2)
+    model = lm.build_lever_unet(base_filters=4, upscale=2)
     assert {"UpSampling2D", "AveragePooling2D"} <= layer_classes(model) - layer_classes(plain)
     assert model.count_params() == plain.count_params()  # the same weights, used on a larger image
     features = keras.Model(model.input, [model.get_layer("down1_conv2").output,
@@ -61,10 +62,10 @@ def test_upscaling_runs_every_level_at_twice_the_resolution_and_returns_the_inpu
     assert first.shape[1:3] == (224, 224) and deepest.shape[1:3] == (14, 14)  # 112 -> 224 ... 14, not 7
     assert out.shape == (2, 112, 112, 1) and out.dtype == np.float32
     # same filters, four times the pixels: about four times the convolutions; half the filters: about the series'
-    series = compare_recipes.conv_gflop_per_image(plain, 112)
-    assert 3.9 < compare_recipes.conv_gflop_per_image(model, 112) / series < 4.1
-    narrow = helpers.build_unet(base_filters=2, upscale=2)
-    assert 0.9 < compare_recipes.conv_gflop_per_image(narrow, 112) / series < 1.1
+    series = recipes.conv_gflop_per_image(plain, 112)
+    assert 3.9 < recipes.conv_gflop_per_image(model, 112) / series < 4.1
+    narrow = lm.build_lever_unet(base_filters=2, upscale=2)
+    assert 0.9 < recipes.conv_gflop_per_image(narrow, 112) / series < 1.1
     # the enlarging and the averaging back do not shift the picture: a body's centre stays where it was
     body = np.zeros((1, 112, 112, 1), np.float32)
     body[0, 30:41, 60:67] = 1
@@ -75,14 +76,14 @@ def test_upscaling_runs_every_level_at_twice_the_resolution_and_returns_the_inpu
     assert np.allclose(centre(there_and_back), centre(body), atol=0.01)
     helpers.plot_unet(model)
     with pytest.raises(ValueError, match="upscale=3"):
-        replace(helpers.training_config("quick"), upscale=3)
+        lm.lever_config(helpers.training_config("quick"), upscale=3)
     with pytest.raises(ValueError, match="upscale=0.5"):
-        helpers.build_unet(base_filters=2, upscale=0.5)
+        lm.build_lever_unet(base_filters=2, upscale=0.5)
 
 
 def test_the_empty_head_adds_the_slices_chance_of_salt_as_a_second_channel():
     plain = helpers.build_unet(base_filters=4)
-    model = helpers.build_unet(base_filters=4, empty_head=True)
+    model = lm.build_lever_unet(base_filters=4, empty_head=True)
     assert {"GlobalAveragePooling2D", "SpreadOverImage"} <= layer_classes(model) - layer_classes(plain)
     images = np.random.default_rng(2).random((3, 112, 112, 1)).astype(np.float32)
     out = model.predict_on_batch(images)
@@ -102,14 +103,14 @@ def test_the_empty_heads_loss_is_the_pixels_loss_plus_the_slices_cross_entropy()
     chance = np.array([0.8, 0.3], np.float32)[:, None, None, None] * np.ones_like(truth)
     outputs = np.concatenate([pixels, chance], axis=-1)
     for pixel_loss in (helpers.bce_dice_loss, helpers.lovasz_hinge_loss):
-        combined = helpers.with_empty_head(pixel_loss)
+        combined = lm.with_empty_head(pixel_loss)
         slices = -(np.log(0.8) + np.log(1 - 0.3)) / 2
-        expected = float(pixel_loss(truth, pixels)) + helpers.EMPTY_HEAD_WEIGHT * slices
+        expected = float(pixel_loss(truth, pixels)) + lm.EMPTY_HEAD_WEIGHT * slices
         assert float(combined(truth, outputs)) == pytest.approx(expected, rel=1e-5)
-        assert helpers.with_empty_head(combined) is combined  # never wrapped twice
+        assert lm.with_empty_head(combined) is combined  # never wrapped twice
         name = f"salt_unet>{pixel_loss.__name__}_with_empty_head"
         assert keras.saving.get_registered_object(name) is combined  # a checkpoint finds it again
-    accuracy = helpers.salt_accuracy(truth, outputs)
+    accuracy = lm.salt_accuracy(truth, outputs)
     assert np.allclose(keras.ops.convert_to_numpy(accuracy), 1.0)  # channel 0 alone, not the chance
 
 
@@ -122,8 +123,8 @@ def test_a_unet_with_the_empty_head_trains_both_stages_resumes_and_predicts(tmp_
     data = helpers.make_synthetic_dataset(64, seed=3)
     train, val = [data.subset(i) for i in
                   helpers.stratified_split(helpers.coverage_class(helpers.coverage(data.masks)), seed=3)]
-    config = helpers.TrainingConfig(setting="test", epochs=2, finetune_epochs=2, batch_size=8, steps_per_epoch=2,
-                                    base_filters=2, empty_head=True)
+    config = lm.LeverConfig(setting="test", epochs=2, finetune_epochs=2, batch_size=8, steps_per_epoch=2,
+                            base_filters=2, empty_head=True)
 
     class CutOff(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -131,21 +132,21 @@ def test_a_unet_with_the_empty_head_trains_both_stages_resumes_and_predicts(tmp_
                 raise CutOffError
 
     with pytest.raises(CutOffError):  # cut off in stage 2, after its first epoch
-        helpers.train_unet(config, train, val, tmp_path, verbose=0, extra_callbacks=[CutOff()])
-    history = helpers.train_unet(config, train, val, tmp_path, verbose=0)
+        lm.train_lever_run(config, train, val, tmp_path, verbose=0, extra_callbacks=[CutOff()])
+    history = lm.train_lever_run(config, train, val, tmp_path, verbose=0)
     assert list(history["stage"]) == [1, 1, 2, 2]
     assert history["accuracy"].between(0, 1).all() and history["val_loss"].notna().all()
     model = helpers.load_model_safely(helpers.final_checkpoint(tmp_path, config))
-    assert model.loss is helpers.with_empty_head(helpers.lovasz_hinge_loss)
+    assert model.loss is lm.with_empty_head(helpers.lovasz_hinge_loss)
     probs = helpers.predict_salt(model, val.images)
     assert probs.shape == val.images.shape and 0 <= probs.min() <= probs.max() <= 1
 
 
 def test_residual_block_adds_its_input_back():
     x = keras.Input((8, 8, 4))
-    same = keras.Model(x, helpers.residual_block(x, 4, "r"))
+    same = keras.Model(x, lm.residual_block(x, 4, "r"))
     assert not any(layer.name == "r_shortcut" for layer in same.layers)  # same width: the identity
-    wider = keras.Model(x, helpers.residual_block(x, 8, "r"))
+    wider = keras.Model(x, lm.residual_block(x, 8, "r"))
     assert wider.get_layer("r_shortcut").kernel.shape == (1, 1, 4, 8)
     # with the block's convolutions zeroed, the output is relu(input): the shortcut alone
     for layer in same.layers:
@@ -157,16 +158,19 @@ def test_residual_block_adds_its_input_back():
 
 def test_scse_reweights_by_channel_and_by_pixel():
     x = keras.Input((6, 6, 4))
-    model = keras.Model(x, helpers.scse_block(x, "s"))
+    model = keras.Model(x, lm.scse_block(x, "s"))
     inputs = np.random.default_rng(1).random((1, 6, 6, 4)).astype(np.float32)
     out = model.predict_on_batch(inputs)
     assert out.shape == inputs.shape
     assert np.all(out >= 0) and np.all(out <= 2 * inputs + 1e-6)  # two weights in (0, 1), summed
 
 
-def test_mixed_precision_lever_builds_bfloat16_layers_and_leaves_the_policy_alone():
+@pytest.mark.parametrize("build", [helpers.new_unet, lm.new_lever_unet])
+def test_the_bf16_lever_builds_bfloat16_layers_and_leaves_the_policy_alone(build):
     before = keras.config.dtype_policy().name
-    model = helpers.new_unet(replace(helpers.training_config("quick"), base_filters=2, mixed_precision=True))
+    config = lm.lever_config(helpers.training_config("quick"), base_filters=2, mixed_precision=True)  # a record's name
+    assert config.precision == "mixed_bfloat16" and levers.LEVERS["bf16"][0] == {"precision": "mixed_bfloat16"}
+    model = build(config)
     assert keras.config.dtype_policy().name == before
     assert model.get_layer("down1_conv1").compute_dtype == "bfloat16"
     assert model.get_layer("down1_conv1").kernel.dtype == "float32"
@@ -176,13 +180,13 @@ def test_mixed_precision_lever_builds_bfloat16_layers_and_leaves_the_policy_alon
 def test_focal_dice_loss_weights_hard_pixels_more():
     truth = np.zeros((2, 8, 8, 1), np.float32)
     truth[:, 2:5, 2:5] = 1
-    loss = lambda probs: float(helpers.focal_dice_loss(truth, probs.astype(np.float32)))  # noqa: E731
+    loss = lambda probs: float(lm.focal_dice_loss(truth, probs.astype(np.float32)))  # noqa: E731
     perfect, right_but_unsure, wrong = truth * 0.999 + 0.0005, 0.3 + 0.4 * truth, 1 - truth
     assert loss(perfect) < 0.01 < loss(right_but_unsure) < loss(wrong)
     focal_only = loss(right_but_unsure) - float(helpers.soft_dice_loss(truth, right_but_unsure.astype(np.float32)))
     p_true = 0.7  # every pixel's probability for its true class
     assert focal_only == pytest.approx(-(1 - p_true) ** 2 * np.log(p_true), rel=1e-4)
-    assert helpers.STAGE_ONE_LOSSES["focal_dice"] is helpers.focal_dice_loss
+    assert lm.STAGE_ONE_LOSSES["focal_dice"] is lm.focal_dice_loss
 
 
 def test_size_weighted_loss_weighs_small_bodies_salt_by_the_square_root_of_their_share():
@@ -190,63 +194,58 @@ def test_size_weighted_loss_weighs_small_bodies_salt_by_the_square_root_of_their
     truth[0, 5:7, 5:7] = 1  # 4 of 400 pixels: 1% salt, each salt pixel weighs sqrt(0.1 / 0.01)
     truth[1, :, :10] = 1  # half salt: every pixel weighs 1
     truth[2, 3, 3] = 1  # 0.25% salt: the weight stops at 5
-    weights = helpers.keras_to_numpy(helpers.small_body_weights(truth))
+    weights = helpers.keras_to_numpy(lm.small_body_weights(truth))
     assert weights[0][truth[0] == 1] == pytest.approx(np.sqrt(10.0), rel=1e-5)
-    assert weights[2][truth[2] == 1] == pytest.approx(helpers.SMALL_BODY_MAX_WEIGHT)
+    assert weights[2][truth[2] == 1] == pytest.approx(lm.SMALL_BODY_MAX_WEIGHT)
     assert (weights[truth == 0] == 1).all() and (weights[1] == 1).all()
 
     probs = np.where(truth == 1, 0.4, 0.2).astype(np.float32)
     bce = -(truth * np.log(probs) + (1 - truth) * np.log(1 - probs))
     dice = float(helpers.soft_dice_loss(truth, probs))
-    sized = float(helpers.size_weighted_bce_dice_loss(truth, probs))
+    sized = float(lm.size_weighted_bce_dice_loss(truth, probs))
     assert sized == pytest.approx((weights * bce).mean() + dice, rel=1e-4)
     assert sized > float(helpers.bce_dice_loss(truth, probs))  # the missed small bodies cost more
     # without a slice under 10% salt it is the series' loss
-    assert float(helpers.size_weighted_bce_dice_loss(truth[1:2], probs[1:2])) == pytest.approx(
+    assert float(lm.size_weighted_bce_dice_loss(truth[1:2], probs[1:2])) == pytest.approx(
         float(helpers.bce_dice_loss(truth[1:2], probs[1:2])), rel=1e-6)
-    assert helpers.STAGE_ONE_LOSSES["sized_bce_dice"] is helpers.size_weighted_bce_dice_loss
-    assert helpers.size_weighted_bce_dice_loss in helpers.EMPTY_HEAD_LOSSES
+    assert lm.STAGE_ONE_LOSSES["sized_bce_dice"] is lm.size_weighted_bce_dice_loss
+    assert lm.size_weighted_bce_dice_loss in lm.EMPTY_HEAD_LOSSES
 
 
 def test_shift_batch_moves_images_and_masks_together():
     batch = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6, 1)
-    moved = helpers.shift_batch(batch, np.array([[2, 0], [0, -1]]))
+    moved = lm.shift_batch(batch, np.array([[2, 0], [0, -1]]))
     assert np.array_equal(moved[0, 2:], batch[0, :4])  # down by 2
     assert np.array_equal(moved[1, :, :5], batch[1, :, 1:])  # left by 1
     assert np.array_equal(moved[0, :2], batch[0, 2:0:-1])  # reflected in at the edge
-    assert helpers.shift_batch(batch, np.zeros((2, 2), int)) is batch
+    assert lm.shift_batch(batch, np.zeros((2, 2), int)) is batch
 
 
 def test_train_feed_shifts_only_when_asked_and_the_same_after_a_resume():
     rng = np.random.default_rng(0)
     x = rng.random((10, 16, 16, 1)).astype(np.float32)
     plain = helpers.TrainFeed(x, x.copy(), 4, seed=3)
-    shifted = helpers.TrainFeed(x, x.copy(), 4, seed=3, shift_pixels=3)
+    shifted = lm.ShiftedFeed(x, x.copy(), 4, seed=3, shift_pixels=3)
     assert np.array_equal(plain.order, shifted.order) and np.array_equal(plain.flips, shifted.flips)
-    assert plain.shifts is None and np.abs(shifted.shifts).max() <= 3
+    assert lm.lever_feed(lm.lever_config(helpers.training_config("quick"))) is helpers.TrainFeed  # no shift: the series'
+    assert lm.ShiftedFeed(x, x.copy(), 4, seed=3).shifts is None and np.abs(shifted.shifts).max() <= 3
     xb, yb = shifted[0]
     assert np.array_equal(xb, yb) and not np.array_equal(xb, plain[0][0])  # image and mask moved alike
     shifted.on_epoch_end()
-    resumed = helpers.TrainFeed(x, x.copy(), 4, seed=3, shift_pixels=3, start_epoch=1)
+    resumed = lm.ShiftedFeed(x, x.copy(), 4, seed=3, shift_pixels=3, start_epoch=1)
     assert np.array_equal(resumed[1][0], shifted[1][0])
 
 
-def test_the_levers_are_checked_by_name():
-    for change in (dict(block="dense"), dict(stage_one_loss="mse"), dict(shift_pixels=-1)):
+def test_the_levers_are_checked_by_name_by_one_rule():
+    config = lm.lever_config(helpers.training_config("quick"))
+    for change in (dict(block="dense"), dict(stage_one_loss="mse"), dict(shift_pixels=-1), dict(upscale=3)):
         field = next(iter(change))
         with pytest.raises(ValueError, match=f"{field}="):
-            replace(helpers.training_config("quick"), **change)
-
-
-def test_compare_recipes_sets_the_levers_by_name():
-    overrides = compare_recipes.parse_overrides(["block=residual", "scse=true", "shift_pixels=8",
-                                                 "stage_one_loss=focal_dice", "mixed_precision=false",
-                                                 "empty_head=true"])
-    assert overrides == dict(block="residual", scse=True, shift_pixels=8, stage_one_loss="focal_dice",
-                             mixed_precision=False, empty_head=True)
-    for name, (changes, _) in levers.LEVERS.items():
-        flags = levers.set_flags(changes)
-        assert compare_recipes.parse_overrides(flags[1::2]) == changes, name
+            replace(config, **change)
+        with pytest.raises(ValueError, match=f"{field}="):
+            lm.check_levers(**change)
+    with pytest.raises(ValueError, match="block='dense'"):
+        lm.build_lever_unet(base_filters=2, block="dense")
 
 
 def test_screen_epochs_follow_each_levers_speed_and_share():

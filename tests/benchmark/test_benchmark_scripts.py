@@ -1,4 +1,4 @@
-"""The benchmark runs from a clone: a smoke test on a small synthetic set."""
+"""The benchmark's scripts and library: a smoke test from a clone on a small synthetic set, --set, intervals, FLOP counts."""
 
 import csv
 import json
@@ -6,14 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import compare_recipes  # noqa: E402
+import helpers  # noqa: E402
+import levers  # noqa: E402
+import recipes  # noqa: E402
+from report import bootstrap_interval  # noqa: E402
 
 
 def _run(script, *args):
@@ -110,12 +113,23 @@ def test_benchmark_runs_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_set_changes_only_known_fields_with_their_type():
-    assert compare_recipes.parse_overrides(["finetune_share=0.3", "batch_size=16"]) == {
+def test_set_changes_only_known_fields_with_their_type_and_range():
+    assert recipes.parse_overrides(["finetune_share=0.3", "batch_size=16"]) == {
         "finetune_share": 0.3, "batch_size": 16}
-    for bad in ("finetune_share", "no_such_field=1", "batch_size=1.5", "epochs=3", "steps_per_epoch=4"):
+    for bad in ("finetune_share", "no_such_field=1", "batch_size=1.5", "epochs=3", "steps_per_epoch=4",
+                "block=dense", "stage_one_loss=mse", "shift_pixels=-1", "upscale=3", "precision=float8",
+                "finetune_share=1.5"):
         with pytest.raises(ValueError, match="--set"):
-            compare_recipes.parse_overrides([bad])
+            recipes.parse_overrides([bad])
+    # the levers by name, each as a typed value; the recorded mixed_precision=true is today's bf16 lever
+    overrides = recipes.parse_overrides(["block=residual", "scse=true", "shift_pixels=8", "stage_one_loss=focal_dice",
+                                         "empty_head=true", "mixed_precision=true"])
+    assert overrides == dict(block="residual", scse=True, shift_pixels=8, stage_one_loss="focal_dice",
+                             empty_head=True, precision="mixed_bfloat16")
+    assert recipes.parse_overrides(["mixed_precision=false"]) == {"precision": "float32"}
+    for name, (changes, _) in levers.LEVERS.items():
+        flags = levers.set_flags(changes)
+        assert recipes.parse_overrides(flags[1::2]) == changes, name
     refused = _run("compare_recipes.py", "--set", "finetune_share=0.3", "--recipes", "reference", "--out", "unused")
     assert refused.returncode != 0 and "--set" in refused.stderr and not (BENCHMARKS.parent / "unused").exists()
 
@@ -123,19 +137,32 @@ def test_set_changes_only_known_fields_with_their_type():
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_slices():
     rng = np.random.default_rng(0)
     few, many = rng.random(100), rng.random(2500)
-    (low_few, high_few), (low_many, high_many) = (compare_recipes.bootstrap_interval(v) for v in (few, many))
+    (low_few, high_few), (low_many, high_many) = (bootstrap_interval(v) for v in (few, many))
     assert low_few < few.mean() < high_few and low_many < many.mean() < high_many
     assert (high_many - low_many) < (high_few - low_few) / 3  # width shrinks like 1 / sqrt(slices)
-    assert compare_recipes.bootstrap_interval(np.full(50, 0.7)) == pytest.approx((0.7, 0.7))
+    assert bootstrap_interval(np.full(50, 0.7)) == pytest.approx((0.7, 0.7))
 
 
 def test_paired_interval_cancels_the_difficulty_both_recipes_share():
     rng = np.random.default_rng(1)
     difficulty = rng.random(640)  # slices both recipes find equally hard
     better, worse = difficulty + 0.02, difficulty
-    low, high = compare_recipes.bootstrap_interval(better, paired_with=worse)
+    low, high = bootstrap_interval(better, paired_with=worse)
     assert low == pytest.approx(0.02) and high == pytest.approx(0.02)
-    unpaired_low, unpaired_high = compare_recipes.bootstrap_interval(better)
+    unpaired_low, unpaired_high = bootstrap_interval(better)
     assert unpaired_high - unpaired_low > 0.03
     with pytest.raises(ValueError, match="shape"):
-        compare_recipes.bootstrap_interval(better, paired_with=worse[:10])
+        bootstrap_interval(better, paired_with=worse[:10])
+
+
+def test_a_convolution_and_a_transposed_one_by_hand():
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)  # 2*8*8*3*3*1*4 = 4608
+    x = keras.layers.Conv2DTranspose(2, 2, strides=2, padding="same")(x)  # 2*8*8*2*2*4*2 = 4096
+    model = keras.Model(inputs, x)
+    assert recipes.conv_gflop_per_image(model, 8) * 1e9 == pytest.approx(4608 + 4096)
+
+
+def test_the_series_unet_costs_about_1_15_gflop_per_slice():
+    assert recipes.conv_gflop_per_image(helpers.build_unet(), helpers.PADDED_SIZE) == pytest.approx(1.154, abs=0.001)
+    assert recipes.conv_gflop_per_image(helpers.build_unet(base_filters=8), helpers.PADDED_SIZE) < 0.3
