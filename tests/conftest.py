@@ -1,48 +1,54 @@
-"""Shared fixtures: a tiny Kaggle-layout folder written the way the real files are."""
+"""Shared fixtures, and the tiers: a test's folder says how long it takes and what it needs.
+
+- ``tests/fast/``: unit tests, seconds in all;
+- ``tests/slow/``: tests that train a model for more than a moment or run a notebook (marked ``slow``);
+- ``tests/after_notebooks/``: checks of the run folder the four notebooks wrote under nbval in
+  ``make test`` (marked ``after_notebooks``; skipped without SALT_SERIES_RUN_DIR);
+- ``tests/colab/``: the Colab simulation (``make test-colab``; skipped without SALT_COLAB_SIMULATION=1).
+
+The helpers every folder shares are in ``tests/support.py``.
+"""
 
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+TESTS = Path(__file__).resolve().parent
+for folder in (TESTS, TESTS.parent):  # support.py, and helpers.py as the notebooks import it
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import helpers  # noqa: E402
+from support import ROOT, real_data_dir, write_kaggle_folder, write_png  # noqa: E402,F401  (also from conftest)
+
+import helpers  # noqa: E402,F401  (imported once here, before any test module)
+
+TIER_MARKERS = {"slow": "slow", "after_notebooks": "after_notebooks"}
+"""A folder under tests/ whose every test carries the marker of the same name (see pytest.ini)."""
 
 
-def real_data_dir():
-    """The real TGS folder (SALT_DATA_DIR or ../shared/tgs-salt), or None when absent."""
-    for candidate in (os.environ.get("SALT_DATA_DIR"), ROOT.parent / "shared" / "tgs-salt"):
-        if candidate and candidate != "synthetic" and (Path(candidate) / "train.csv").is_file():
-            return Path(candidate)
-    return None
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items):
+    for item in items:
+        try:
+            folder = item.path.relative_to(TESTS).parts[0]
+        except ValueError:  # a test outside tests/ (a notebook under nbval)
+            continue
+        if folder in TIER_MARKERS:
+            item.add_marker(TIER_MARKERS[folder])
 
 
-def write_png(path, array):
-    from skimage import io
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    io.imsave(path, array, check_contrast=False)
-
-
-def write_kaggle_folder(folder, count=6, seed=0):
-    """Write ``count`` synthetic samples in the real layout and quirks; return the SaltData written."""
-    data = helpers.make_synthetic_dataset(count, seed=seed)
-    data.masks[0] = False  # at least one empty mask
-    rows = []
-    for sample_id, image, mask in zip(data.ids, data.images, data.masks):
-        write_png(folder / "train" / "images" / f"{sample_id}.png", np.repeat(image[..., None], 3, axis=2))
-        stored = (mask.astype(np.uint16) * 65535) if mask.any() else np.zeros(mask.shape, np.uint8)
-        write_png(folder / "train" / "masks" / f"{sample_id}.png", stored)
-        rows.append((sample_id, helpers.rle_encode(mask)))
-    pd.DataFrame(rows, columns=["id", "rle_mask"]).to_csv(folder / "train.csv", index=False)
-    pd.DataFrame({"id": data.ids, "z": data.depths.astype(int)}).to_csv(folder / "depths.csv", index=False)
-    return data
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No data source named and no Kaggle credentials anywhere; the working folder is ``tmp_path``."""
+    monkeypatch.delenv("SALT_DATA_DIR", raising=False)
+    for name in helpers.KAGGLE_SECRETS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

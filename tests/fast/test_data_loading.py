@@ -1,4 +1,4 @@
-"""Loading the Kaggle layout, the data source order, and a clear error for every bad input."""
+"""Loading the Kaggle layout and its zips, and a clear error for every bad input."""
 
 import zipfile
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import helpers
-from conftest import write_kaggle_folder, write_png
+from support import write_kaggle_folder, write_png
 from helpers import SaltDataError
 
 
@@ -148,91 +148,3 @@ def test_not_a_zip(tmp_path):
     fake.write_text("hello")
     with pytest.raises(SaltDataError, match="fake.zip: not a readable zip"):
         helpers.safe_extract_zip(fake, tmp_path / "out")
-
-
-# --- where the data comes from --------------------------------------------------
-
-
-@pytest.fixture
-def no_env(monkeypatch, tmp_path):
-    monkeypatch.delenv("SALT_DATA_DIR", raising=False)
-    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-
-
-def test_source_order_argument_then_env_then_default(no_env, tmp_path, monkeypatch):
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
-    monkeypatch.setenv("SALT_DATA_DIR", str(b))
-    assert helpers.resolve_data_source(a).path == a
-    assert helpers.resolve_data_source().path == b
-    monkeypatch.delenv("SALT_DATA_DIR")
-    write_kaggle_folder(tmp_path / "data" / "tgs-salt", count=2)
-    assert helpers.resolve_data_source().kind == "folder"
-
-
-def test_falls_back_to_synthetic_and_says_so(no_env, capsys):
-    source = helpers.resolve_data_source()
-    assert source.kind == "synthetic"
-    data = helpers.load_salt_data(limit=5)
-    printed = capsys.readouterr().out
-    assert "SYNTHETIC" in printed and "accept the rules" in printed and "403" in printed
-    assert len(data) == 5
-
-
-def test_kaggle_credentials_choose_a_download(no_env, monkeypatch):
-    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
-    monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef")
-    source = helpers.resolve_data_source()
-    assert source.kind == "kaggle"
-    assert "0123456789abcdef" not in source.describe()
-
-
-def test_named_folder_that_does_not_exist_is_an_error(no_env, tmp_path, monkeypatch):
-    monkeypatch.setenv("SALT_DATA_DIR", str(tmp_path / "nowhere"))
-    with pytest.raises(SaltDataError, match="nowhere: data folder not found \\(from SALT_DATA_DIR\\)"):
-        helpers.resolve_data_source()
-
-
-def test_synthetic_can_be_asked_for(no_env):
-    assert helpers.resolve_data_source("synthetic").kind == "synthetic"
-
-
-# --- coverage, classes and the split ---------------------------------------------
-
-
-def test_coverage_classes():
-    cov = np.array([0.0, 0.001, 0.1, 0.1001, 0.5, 0.95, 1.0])
-    assert helpers.coverage_class(cov).tolist() == [0, 1, 1, 2, 5, 10, 10]
-    with pytest.raises(ValueError, match="coverage must lie in"):
-        helpers.coverage_class([1.5])
-
-
-def test_split_is_stratified_disjoint_and_complete():
-    classes = np.repeat(np.arange(11), [390, 50, 60, 50, 50, 40, 40, 40, 50, 60, 170])
-    train, val = helpers.stratified_split(classes, 0.2, seed=1)
-    assert len(np.intersect1d(train, val)) == 0
-    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(classes)))
-    for value in range(11):
-        members = (classes == value).sum()
-        assert (classes[val] == value).sum() == round(0.2 * members)
-    again = helpers.stratified_split(classes, 0.2, seed=1)
-    assert np.array_equal(again[1], val)
-
-
-def test_split_saved_and_read_back(tmp_path):
-    data = helpers.make_synthetic_dataset(30)
-    train, val = helpers.stratified_split(helpers.coverage_class(helpers.coverage(data.masks)))
-    helpers.save_split(tmp_path, data, train, val)
-    t2, v2 = helpers.load_split(tmp_path, data)
-    assert np.array_equal(t2, train) and np.array_equal(v2, val)
-    with pytest.raises(SaltDataError, match="made for other data"):
-        helpers.load_split(tmp_path, helpers.make_synthetic_dataset(10))
-
-
-def test_split_missing_names_the_notebook(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run 01_explore_data.ipynb first"):
-        helpers.load_split(tmp_path, helpers.make_synthetic_dataset(3))

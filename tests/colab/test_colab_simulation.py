@@ -3,7 +3,7 @@
 Colab itself cannot run here. What it does to the series is imitated instead:
 
 - each notebook runs in its own kernel, started in its own empty working folder (Colab's
-  ``/content``), with ``tests/colab_standin`` on its path, so ``google.colab`` is imported at
+  ``/content``), with ``tests/colab/colab_standin`` on its path, so ``google.colab`` is imported at
   start and ``drive.mount`` / ``userdata.get`` behave as Colab's do (see its README);
 - the setup cell clones the project from a local ``file://`` repository of this working tree
   (``SALT_REPO``), as it clones GitHub in Colab;
@@ -24,8 +24,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-STANDIN = ROOT / "tests" / "colab_standin"
+from support import COLAB_STANDIN as STANDIN, ROOT
 
 pytestmark = pytest.mark.skipif(os.environ.get("SALT_COLAB_SIMULATION") != "1",
                                 reason="the Colab simulation runs in `make test-colab` (its own venv)")

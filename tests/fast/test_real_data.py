@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import helpers
-from conftest import real_data_dir
+from support import real_data_dir
 
 REAL = real_data_dir()
 pytestmark = pytest.mark.skipif(REAL is None, reason="no real TGS data: set SALT_DATA_DIR or place it at ../shared/tgs-salt")

@@ -1,0 +1,3 @@
+"""A stand-in for Colab's ``google.colab`` package (see tests/colab/colab_standin/README.md)."""
+
+from . import drive, userdata  # noqa: F401

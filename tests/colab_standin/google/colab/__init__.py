@@ -1,3 +1,0 @@
-"""A stand-in for Colab's ``google.colab`` package (see tests/colab_standin/README.md)."""
-
-from . import drive, userdata  # noqa: F401

@@ -1,0 +1,27 @@
+"""Writing submission.csv for the test slices, and checking its format."""
+
+import pytest
+
+import helpers
+from helpers import SaltDataError
+from support import make_test_folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return helpers.build_unet(base_filters=2)
+
+
+def test_submission_format_checks(tmp_path, tiny_model):
+    ids = make_test_folder(tmp_path, 20)
+    assert helpers.write_submission(tiny_model, tmp_path, tmp_path / "s.csv", chunk=7) == 20
+    helpers.check_submission(tmp_path / "s.csv", ids)
+    with pytest.raises(SaltDataError, match="1 ids missing"):
+        helpers.check_submission(tmp_path / "s.csv", ids + ["extra"])
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    (tmp_path / "bad.csv").write_text("\n".join(lines[:4] + [f"{ids[3]},5 2 1 1"]) + "\n")
+    with pytest.raises(SaltDataError, match="line 5: RLE"):
+        helpers.check_submission(tmp_path / "bad.csv", ids[:4])
+    (tmp_path / "header.csv").write_text("id,mask\n")
+    with pytest.raises(SaltDataError, match="missing column"):
+        helpers.check_submission(tmp_path / "header.csv", [])
