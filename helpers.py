@@ -73,6 +73,7 @@ NATIVE_LOG = None
 """In a notebook kernel, the file that compiled libraries' log lines go to (see :func:`check_environment`)."""
 
 
+# Every notebook's setup cell (importing helpers in a kernel)
 def divert_native_logs_in_a_notebook():
     """In a Jupyter kernel, send what compiled libraries write to the process's stderr to a file.
 
@@ -653,7 +654,7 @@ def to_network_target(masks) -> np.ndarray:
     return pad_to_multiple(np.asarray(masks, dtype=bool))[..., None].astype(np.float32)
 
 
-# 02_build_unet, *The block* (written out there)
+# 02_build_unet, *The convolution block* (written out there)
 def conv_block(x, filters, name, bn_momentum=0.9):
     """Two rounds of 3x3 convolution, batch normalisation and ReLU; the size is kept.
 
@@ -670,7 +671,7 @@ def conv_block(x, filters, name, bn_momentum=0.9):
     return x
 
 
-# 02_build_unet, *The same network lives in helpers* (and 03_train, *Stage 1, in plain sight*)
+# 02_build_unet, *The same network lives in `helpers`* (and 03_train, *Stage 1, in plain sight*)
 def build_unet(base_filters=16, depth=4, dropout=0.05, bn_momentum=0.9, name="unet", block=None):
     """The series' UNet: a keras.Model from (None, None, 1) images to (None, None, 1) salt probabilities.
 
@@ -883,7 +884,7 @@ def save_model_atomically(model, path) -> Path:
     return path
 
 
-# 03_train, *Stage 1, in plain sight*, and 04_evaluate, *The trained model*
+# 03_train, *Stage 1, in plain sight*, and 04_evaluate, *The trained model and the validation split*
 def load_model_safely(path):
     """Load a .keras model with Keras safe mode on, so no code stored in the file runs.
 
@@ -1221,14 +1222,14 @@ def training_history(run_dir) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-# 03_train, *What training left in the run folder*, and 04_evaluate, *The trained model*
+# 03_train, *What training left in the run folder*, and 04_evaluate, *The trained model and the validation split*
 def final_checkpoint(run_dir, config: TrainingConfig) -> Path:
     """The model a run ends with: stage 2's ``lovasz/best.keras``, or ``best.keras`` without stage 2."""
     run_dir = Path(run_dir)
     return run_dir / FINETUNE_DIR / "best.keras" if config.finetune_epochs else run_dir / "best.keras"
 
 
-# The two stages in one call: benchmarks/train_full.py, the benchmark and the tests (03_train runs them cell by cell)
+# The two stages in one call, through train_unet: stage 1's model (03_train builds it in its cells)
 def new_unet(config: TrainingConfig):
     """Stage 1's starting model for ``config``: :func:`build_unet` compiled by :func:`compile_unet`.
 
@@ -1242,6 +1243,7 @@ def new_unet(config: TrainingConfig):
     return compile_unet(model, config.learning_rate, ema_momentum=config.ema_momentum)
 
 
+# The two stages in one call, through new_unet (03_train sets the policy in *Mixed precision*)
 @contextlib.contextmanager
 def dtype_policy(name):
     """Build layers under the Keras dtype policy ``name`` (e.g. ``"mixed_bfloat16"``), then restore the global one."""
@@ -1253,6 +1255,7 @@ def dtype_policy(name):
         keras.config.set_dtype_policy(before)
 
 
+# The two stages in one call (benchmarks/train_full.py, the benchmark, the tests)
 def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, verbose=2, extra_callbacks=(),
                new_model=new_unet, finetune=None, new_feed=TrainFeed):
     """Train (or resume) the series' two stages into ``run_dir``; return :func:`training_history`.
