@@ -919,7 +919,7 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     so its model holds the average and its optimizer the raw weights: with
     ``resumed=True`` the first epoch's start swaps them back. Keras keeps
     that fact in ``_ema_weights_in_model``, which has no public setter;
-    ``tests/test_training.py`` fails if a Keras release renames it.
+    ``tests/fast/test_training_callbacks.py`` fails if a Keras release renames it.
 
     At the last epoch's end Keras copies the raw weights into the average
     (``_backend_finalize_ema_values``), and when ``fit`` ends it copies the
