@@ -16,7 +16,7 @@ export SALT_SETTING SALT_RUN_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: run test test-fast test-colab test-jax test-backends lab notebooks clean-venv
+.PHONY: run test test-fast test-colab test-jax test-mixed-precision test-backends lab notebooks clean-venv
 
 $(STAMP): requirements.txt
 	$(call venv,$(VENV),requirements.txt)
@@ -48,7 +48,7 @@ endef
 ## test: every tier of tests/ (fast, slow, the benchmark's; the Colab simulation skips itself), then
 ## nbval over the four notebooks into a fresh run folder, then tests/after_notebooks on what that run left there
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not after_notebooks"
+	$(BIN)/python -m pytest tests -m "not after_notebooks" --ignore=tests/gpu_path
 	$(call nbval,$(BIN)/python,,&& SALT_SERIES_RUN_DIR=$$RUN/run $(BIN)/python -m pytest tests/after_notebooks)
 
 ## test-fast: the tests not marked slow (no training beyond a moment, no notebooks, no benchmark run)
@@ -76,14 +76,22 @@ endef
 ## test-colab: with Colab's own package versions (the floors): the fast and slow tests (Colab's versions
 ## do not run the benchmark: tests/benchmark is left out), nbval, and Colab simulated (tests/colab)
 test-colab: .venv-colab/.installed
-	.venv-colab/bin/python -m pytest tests/fast tests/slow
+	.venv-colab/bin/python -m pytest tests/fast tests/slow tests/gpu_path
 	$(call nbval,.venv-colab/bin/python)
 	SALT_COLAB_SIMULATION=1 .venv-colab/bin/python -m pytest tests/colab
 
 ## test-jax: the fast tests on the JAX backend with no TensorFlow installed (.venv-jax), among them
-## the check that bites on JAX only (the averaged weights never share an array with the model's)
+## the check that bites on JAX only (the averaged weights never share an array with the model's),
+## and the GPU path's mixed_float16 training on JAX (tests/gpu_path)
 test-jax: .venv-jax/.installed
-	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest tests/fast
+	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest tests/fast tests/gpu_path
+
+## test-mixed-precision: the GPU path on this CPU (float16, slowly): tests/gpu_path (mixed_float16
+## trained, cut off, resumed, against float32), then nbval over the four notebooks with
+## SALT_PRECISION=mixed_float16, the policy 03 turns on when it finds a GPU
+test-mixed-precision: $(STAMP)
+	$(BIN)/python -m pytest tests/gpu_path
+	$(call nbval,$(BIN)/python,SALT_PRECISION=mixed_float16)
 
 ## test-backends: nbval over the four notebooks on the JAX and the PyTorch backends (TensorFlow
 ## installed beside them), and the JAX-only check there too

@@ -18,8 +18,9 @@ go from a notebook's ``helpers.X`` to the cell that explains it and back.
    components), choosing those on validation, the Kaggle submission.
 
 The plumbing no notebook teaches (reading the Kaggle files and zips, Kaggle credentials and
-the download, the synthetic stand-in, the packed one-file copy) lives in ``data_sources.py``;
-the names the notebooks use are re-exported here, so they only ever import ``helpers``. The
+the download, the synthetic stand-in, the packed one-file copy) lives in ``data_sources.py``,
+and keeping TensorFlow's start-up lines out of the outputs in ``kernel_logs.py``; the names the
+notebooks use are re-exported here, so they only ever import ``helpers``. The
 benchmark's levers (other blocks, losses, augmentations) live in ``benchmarks/lever_models.py``.
 
 Only numpy, pandas, scikit-image and ``keras`` / ``keras.ops`` are used, so the
@@ -30,17 +31,20 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import math
 import os
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from kernel_logs import divert_native_logs_in_a_notebook, native_stderr_silenced  # noqa: F401
 from data_sources import (COMPETITION, IMAGE_SIZE, KAGGLE_SECRETS, REAL_DATA_HOWTO, SaltData,  # noqa: F401
                           SaltDataError, download_from_kaggle, in_colab, kaggle_credentials_present, kaggle_secrets_from_colab,
                           list_test_ids, load_packed_salt_data, load_test_images, load_tgs_folder,
@@ -48,53 +52,7 @@ from data_sources import (COMPETITION, IMAGE_SIZE, KAGGLE_SECRETS, REAL_DATA_HOW
                           read_image_png, read_mask_png, resolve_data_source, ricker_wavelet, safe_extract_zip)
 
 
-# Every notebook's setup cell (importing helpers starts Keras quietly)
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Send what compiled libraries write straight to the process's stderr to /dev/null, for a moment.
-
-    TensorFlow writes its start-up lines (absl, oneDNN, CUDA) there, below
-    Python, and ``TF_CPP_MIN_LOG_LEVEL`` does not stop all of them; in a
-    notebook they would land in the cell's output. Python's own errors still
-    show: an exception leaves the block before it is printed.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-NATIVE_LOG = None
-"""In a notebook kernel, the file that compiled libraries' log lines go to (see :func:`check_environment`)."""
-
-
-# Every notebook's setup cell (importing helpers in a kernel)
-def divert_native_logs_in_a_notebook():
-    """In a Jupyter kernel, send what compiled libraries write to the process's stderr to a file.
-
-    TensorFlow logs through absl, below Python, and ``TF_CPP_MIN_LOG_LEVEL``
-    does not stop those lines: a notebook would show them in its cells'
-    outputs (start-up notes, CUDA probes, data-pipeline notes). Python's own
-    warnings and errors do not pass there in a kernel, so they still show.
-    The file is :data:`NATIVE_LOG`, in the temporary folder. Outside a kernel
-    nothing changes.
-    """
-    global NATIVE_LOG
-    if "ipykernel" not in sys.modules or NATIVE_LOG is not None:
-        return
-    import tempfile
-
-    NATIVE_LOG = Path(tempfile.gettempdir()) / f"salt-unet-native-{os.getpid()}.log"
-    handle = os.open(NATIVE_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(handle, 2)
-    os.close(handle)
-
-
+# Every notebook's setup cell: importing helpers starts Keras with its log lines kept out of the outputs
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 divert_native_logs_in_a_notebook()
 with native_stderr_silenced():
@@ -356,6 +314,33 @@ def run_folder(run_dir=None, setting="full", use_drive=True) -> Path:
         folder = COLAB_DRIVE / "MyDrive" / "salt-unet" / folder
     print(f"Run folder: {folder}")
     return folder
+
+
+# 03_train, *Data and split*, and 04_evaluate, *The trained model and the validation split*
+def check_trained_on(run_dir, data: SaltData, record=False) -> None:
+    """Refuse a run folder whose model was trained on other data than ``data`` (with ``record``: note ``data``).
+
+    03_train records what it trains on in ``trained_on.json`` (the data's
+    source, its number of slices, a fingerprint of their ids); 03 run again
+    and 04 compare it with the data loaded now, so a model trained on the
+    synthetic stand-in is never scored on real slices unnoticed. A folder
+    from before that record gets a warning.
+    """
+    path = Path(run_dir) / "trained_on.json"
+    fingerprint = hashlib.sha256("\n".join(sorted(map(str, data.ids))).encode()).hexdigest()[:16]
+    now = {"source": data.source, "slices": len(data), "ids_sha256": fingerprint}
+    if path.is_file():
+        then = json.loads(path.read_text())
+        if (then["slices"], then["ids_sha256"]) != (now["slices"], now["ids_sha256"]):
+            raise SaltDataError(f"{run_dir} holds a model trained on {then['source']} ({then['slices']} slices), but "
+                                f"this run loaded {data.source} ({len(data)} slices). Set SALT_RUN_DIR to a new folder "
+                                f"for this data (or delete {run_dir} to train it again).")
+        return
+    if (Path(run_dir) / "best.keras").is_file():
+        print(f"Warning: {run_dir} holds a model that does not record its data (it was trained before the series "
+              f"did): make sure it was trained on {data.source}.")
+    if record:
+        _atomic_write_text(path, json.dumps(now))
 
 
 # 03_train, *Data and split*
@@ -804,12 +789,16 @@ def compile_unet(model, learning_rate=1e-3, loss=bce_dice_loss, ema_momentum=0.0
     every step (0.99: roughly the last 100 steps). The raw weights jump around
     from batch to batch; the average does not. Training always moves the raw
     weights; :func:`make_callbacks` swaps the average in for validation and
-    checkpoints.
+    checkpoints. A model computing in float16 gets Adam inside a
+    ``LossScaleOptimizer`` (small float16 gradients would round to zero):
+    Keras does it only for a model built under the policy, not a loaded one.
     """
 
     if not 0.0 <= ema_momentum < 1.0:
         raise ValueError(f"ema_momentum={ema_momentum!r} must be at least 0 (no average) and below 1")
     optimizer = keras.optimizers.Adam(learning_rate, use_ema=ema_momentum > 0, ema_momentum=ema_momentum)
+    if any(layer.dtype_policy.name == "mixed_float16" for layer in model.layers):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
     return model
 
@@ -867,19 +856,29 @@ def load_run_state(run_dir) -> dict | None:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is damaged ({error}); delete the folder {path.parent} to start "
-                         f"training over (best.keras is kept).") from None
+        raise ValueError(damaged(path, error)) from None
 
 
 # 03_train: every resume snapshot, through RunState
-def save_model_atomically(model, path) -> Path:
-    """Save a .keras model to a temporary file, then rename it into place.
+def save_model_atomically(model, path, before_rename=None) -> Path:
+    """Save a .keras model to a temporary file, then rename it into place (``before_rename()`` runs between).
 
-    A crash during the save leaves the file that was there before intact.
+    A crash during the save leaves the file that was there before intact. A
+    full disk leaves no half-written file behind: the error names the file
+    and about how much room it needs.
     """
     path = Path(path)
     temporary = path.with_name(path.stem + ".partial.keras")
-    model.save(temporary)
+    try:
+        model.save(temporary)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        needed = path.stat().st_size if path.is_file() else model.count_params() * 16  # weights, Adam's 2 moments, average
+        raise OSError(f"{path} could not be written ({error.strerror or error}): it needs about "
+                      f"{needed / 1e6:.0f} MB free in {path.parent}. Free some space and run again; training "
+                      f"resumes from the last epoch saved.") from None
+    if before_rename:
+        before_rename()
     os.replace(temporary, path)
     return path
 
@@ -893,6 +892,9 @@ def load_model_safely(path):
     """
 
     path = require_file(path, "03_train.ipynb")
+    if not zipfile.is_zipfile(path):  # a .keras file is a zip; Keras would say "File not found" of it
+        raise ValueError(damaged(path, "not a whole .keras file: cut off while it was written, by a full disk "
+                                       "or a cut Drive sync, say"))
     try:
         return keras.saving.load_model(path, safe_mode=True)  # the series' losses are registered with Keras
     except ValueError as error:
@@ -901,6 +903,15 @@ def load_model_safely(path):
                              f"similar). Only load files you trust, and only this series' own "
                              f"checkpoints here.") from None
         raise ValueError(f"{path}: not a loadable Keras model ({error})") from None
+
+
+# 03_train and 04_evaluate: what a damaged run file says, through load_model_safely and load_run_state
+def damaged(path, why) -> str:
+    """The message for a damaged run file: what is wrong, and the way on (a resume file: start the stage over)."""
+    path = Path(path)
+    if path.parent.name == "resume":
+        return f"{path} is damaged ({why}); delete the folder {path.parent} to start training over (best.keras is kept)."
+    return f"{path} is damaged ({why}); run 03_train.ipynb again into a new SALT_RUN_DIR, or restore it from a copy."
 
 
 # 03_train, *Stage 1, in plain sight*: the feed
@@ -914,19 +925,14 @@ def network_arrays(train: SaltData, val: SaltData) -> dict:
 class AveragedWeights(keras.callbacks.SwapEMAWeights):
     """Keras' SwapEMAWeights, told whether a resumed model already holds the averaged weights.
 
-    From each epoch's end (validation included) to the next epoch's start the
-    model holds Adam's average. A resume snapshot is saved at an epoch's end,
-    so its model holds the average and its optimizer the raw weights: with
-    ``resumed=True`` the first epoch's start swaps them back. Keras keeps
-    that fact in ``_ema_weights_in_model``, which has no public setter;
-    ``tests/fast/test_training_callbacks.py`` fails if a Keras release renames it.
-
-    At the last epoch's end Keras copies the raw weights into the average
-    (``_backend_finalize_ema_values``), and when ``fit`` ends it copies the
-    average into the model; on JAX each copy shares one array between the
-    two, and the next ``predict`` on a GPU frees it, so saving the model
-    afterwards fails ("Array has been deleted"). Here each average gets an
-    array of its own, both times.
+    From each epoch's end (validation included) to the next epoch's start the model holds Adam's
+    average. A resume snapshot is saved at an epoch's end, so its model holds the average and its
+    optimizer the raw weights: with ``resumed=True`` the first epoch's start swaps them back (Keras
+    keeps that in ``_ema_weights_in_model``, with no public setter; a test fails if it is renamed).
+    On JAX, Keras' last two copies (raw weights into the average, the average into the model) share
+    one array, which the next ``predict`` on a GPU frees ("Array has been deleted" on saving): here
+    each average gets an array of its own. Under ``mixed_float16`` the average is on the
+    ``LossScaleOptimizer``'s ``inner_optimizer``.
     """
 
     def __init__(self, resumed=False):
@@ -938,7 +944,7 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
             average.assign(ops.convert_to_numpy(weights))
 
     def on_train_end(self, logs=None):
-        optimizer = self.model.optimizer
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
         for average in getattr(optimizer, "_model_variables_moving_average", ()):
             average.assign(ops.convert_to_numpy(average))
 
@@ -960,10 +966,8 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         current = (logs or {}).get("val_loss")
         if current is None or not np.isfinite(current) or current >= self.best:
             return
-        temporary = self.path.with_name(self.path.stem + ".partial.keras")
-        self.model.save(temporary)
-        _atomic_write_text(self.path.with_suffix(".json"), json.dumps({"val_loss": float(current), "epoch": epoch + 1}))
-        os.replace(temporary, self.path)
+        record = json.dumps({"val_loss": float(current), "epoch": epoch + 1})
+        save_model_atomically(self.model, self.path, lambda: _atomic_write_text(self.path.with_suffix(".json"), record))
         self.best = float(current)
 
 
@@ -1021,6 +1025,13 @@ class RunState(keras.callbacks.Callback):
         if (self.run_dir / "best.keras").is_file():
             self.early.best_weights = load_model_safely(self.run_dir / "best.keras").get_weights()
         self.model.optimizer.learning_rate.assign(saved["learning_rate"])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        done = self.history[-1]["epoch"] if self.history else 0
+        if epoch < done:  # model.fit run again with the initial_epoch of a stage that has trained on since
+            raise RuntimeError(f"{self.run_dir}: epoch {epoch + 1} is trained already ({done} epochs are in "
+                               "history.csv). Run the stage's cells again from the model's cell, which reads "
+                               "where the run stands, not model.fit alone.")
 
     def on_epoch_end(self, epoch, logs=None):
         learning_rate = self._learning_rate()
@@ -1260,16 +1271,11 @@ def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, 
                new_model=new_unet, finetune=None, new_feed=TrainFeed):
     """Train (or resume) the series' two stages into ``run_dir``; return :func:`training_history`.
 
-    Stage 1 builds the UNet with ``new_model(config)`` (:func:`new_unet`) and
-    trains it with :func:`bce_dice_loss` into ``run_dir`` (best.keras +
-    best.json, history.csv, resume/): the cells of 03_train do exactly this.
-    Stage 2 is :func:`train_stage_two`. Each stage has its own callbacks and
-    resume state (the two losses are not comparable), so a run cut off in
-    either stage continues where it stopped, and a finished stage is not
-    trained again. ``extra_callbacks`` (measurements, say) run in both
-    stages, after the time budget and before the run state. ``new_model``,
-    ``finetune`` and ``new_feed`` are the benchmark's doors for its levers
-    (``benchmarks/lever_models.py``).
+    Stage 1 is ``new_model(config)`` (:func:`new_unet`) trained into ``run_dir``, as 03_train's
+    cells do; stage 2 is :func:`train_stage_two`. Each stage has its own callbacks and resume
+    state, so a run cut off in either continues where it stopped, and a finished stage is not
+    trained again. ``extra_callbacks`` run in both stages, before the run state. ``new_model``,
+    ``finetune`` and ``new_feed`` are the benchmark's doors for its levers (``benchmarks/lever_models.py``).
     """
     run_dir = ensure_run_dir(run_dir)
     arrays = network_arrays(train, val)

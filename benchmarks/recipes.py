@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import helpers  # noqa: E402
 import keras  # noqa: E402  (helpers has started it)
 import lever_models  # noqa: E402  (registers the levers' layers and losses: their checkpoints load)
-import report  # noqa: E402  (intervals and tables)
 from report import bootstrap_interval  # noqa: E402
 
 

@@ -2,6 +2,8 @@
 
 - ``tests/fast/``: unit tests, seconds in all;
 - ``tests/slow/``: tests that train a model for more than a moment or run a notebook (marked ``slow``);
+- ``tests/gpu_path/``: the GPU path (``mixed_float16``) trained on the CPU (marked ``slow``; run by
+  ``make test-mixed-precision``, ``make test-colab`` and ``make test-jax``, not by ``make test``);
 - ``tests/after_notebooks/``: checks of the run folder the four notebooks wrote under nbval in
   ``make test`` (marked ``after_notebooks``; skipped without SALT_SERIES_RUN_DIR);
 - ``tests/colab/``: the Colab simulation (``make test-colab``; skipped without SALT_COLAB_SIMULATION=1).
@@ -25,7 +27,7 @@ from support import ROOT, real_data_dir, write_kaggle_folder, write_png  # noqa:
 
 import helpers  # noqa: E402,F401  (imported once here, before any test module)
 
-TIER_MARKERS = {"slow": "slow", "after_notebooks": "after_notebooks"}
+TIER_MARKERS = {"slow": "slow", "gpu_path": "slow", "after_notebooks": "after_notebooks"}
 """A folder under tests/ whose every test carries the marker of the same name (see pytest.ini)."""
 
 

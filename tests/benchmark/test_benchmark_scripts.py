@@ -13,9 +13,12 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import average_runs  # noqa: E402
+import compare_recipes  # noqa: E402
 import helpers  # noqa: E402
 import levers  # noqa: E402
 import recipes  # noqa: E402
+import stage2_variants  # noqa: E402
 from report import bootstrap_interval  # noqa: E402
 
 
@@ -25,7 +28,15 @@ def _run(script, *args):
 
 
 @pytest.mark.slow
-def test_benchmark_runs_end_to_end(tmp_path):
+def refused(main, argv, capsys):
+    """What a script's ``main(argv)`` says when it refuses, run in this process (no second start of Keras)."""
+    with pytest.raises(SystemExit) as stop:
+        main([str(a) for a in argv])
+    assert stop.value.code != 0
+    return f"{stop.value.code} {capsys.readouterr().err}"
+
+
+def test_benchmark_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "bench"
     short = ["--data-dir", "synthetic", "--epochs", 1, "--steps-per-epoch", 2, "--budget-min", 5]
     done = _run("compare_recipes.py", *short, "--limit", 200, "--set", "finetune_learning_rate=0.0004", "--out", out)
@@ -54,7 +65,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
     series = json.loads((out / "series.json").read_text())
     assert series["rescored"] == [{k: results[1][k] for k in series["rescored"][0]}]  # earlier scores kept
     assert "min_peak" in series["postprocessing"] and series["per_epoch"] == results[1]["per_epoch"]
-    assert _run("compare_recipes.py", "--rescore", "--out", tmp_path / "empty").returncode != 0
+    assert "holds no measured recipe" in refused(compare_recipes.main, ["--rescore", "--out", tmp_path / "empty"], capsys)
 
     # stage2_variants.py trains the run's stage 2 again: its baseline repeats the series' stage 2 exactly
     stage2 = ["--data-dir", "synthetic", "--from", out, "--epochs", 1, "--steps-per-epoch", 2]
@@ -68,8 +79,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert baseline[0]["val_loss"] == pytest.approx(recorded, rel=1e-5)  # --set's learning rate carried over
     assert symmetric[0]["val_loss"] != pytest.approx(recorded, rel=1e-5)  # another loss, measured the same way
     assert all(0 <= row[f"score@{t}"] <= 1 for row in baseline + symmetric for t in (0.3, 0.5, 0.7))
-    refused = _run("stage2_variants.py", *stage2, "--variant", "lovasz", "--out", tmp_path / "lovasz")
-    assert refused.returncode != 0 and "exists" in refused.stderr
+    assert "exists" in refused(stage2_variants.main, [*stage2, "--variant", "lovasz", "--out", tmp_path / "lovasz"], capsys)
 
     # average_stages.py: stage 2 alone is the series as measured (the script checks it), and every weight is scored
     averaged = _run("average_stages.py", "--data-dir", "synthetic", "--run", out)
@@ -100,20 +110,20 @@ def test_benchmark_runs_end_to_end(tmp_path):
     (elsewhere / "series").mkdir(parents=True)
     (elsewhere / "series" / "best.keras").write_bytes(b"")
     (elsewhere / "series.json").write_text(json.dumps(dict(series, seed=2027)))
-    refused = _run("average_runs.py", "--data-dir", "synthetic", "--runs", out, elsewhere, "--out", ensemble)
-    assert refused.returncode != 0 and "--seed 2027" in refused.stderr and "same held-out slices" in refused.stderr
+    said = refused(average_runs.main, ["--data-dir", "synthetic", "--runs", out, elsewhere, "--out", ensemble], capsys)
+    assert "--seed 2027" in said and "same held-out slices" in said
 
-    again = _run("compare_recipes.py", *short, "--limit", 200, "--recipes", "series", "--out", out)
-    assert again.returncode != 0 and "exists" in again.stderr  # a measured run is never overwritten
+    again = refused(compare_recipes.main, [*short, "--limit", 200, "--recipes", "series", "--out", out], capsys)
+    assert "exists" in again  # a measured run is never overwritten
     other = tmp_path / "other"  # a folder holding a recipe measured on another --limit refuses to mix
     other.mkdir()
     (other / "reference.json").write_text(json.dumps(dict(results[0], limit=100)))
-    refused = _run("compare_recipes.py", *short, "--limit", 200, "--recipes", "series", "--out", other)
-    assert refused.returncode != 0 and "--limit" in refused.stderr and not (other / "series").exists()
+    said = refused(compare_recipes.main, [*short, "--limit", 200, "--recipes", "series", "--out", other], capsys)
+    assert "--limit" in said and not (other / "series").exists()
 
 
 @pytest.mark.slow
-def test_set_changes_only_known_fields_with_their_type_and_range():
+def test_set_changes_only_known_fields_with_their_type_and_range(capsys):
     assert recipes.parse_overrides(["finetune_share=0.3", "batch_size=16"]) == {
         "finetune_share": 0.3, "batch_size": 16}
     for bad in ("finetune_share", "no_such_field=1", "batch_size=1.5", "epochs=3", "steps_per_epoch=4",
@@ -130,8 +140,8 @@ def test_set_changes_only_known_fields_with_their_type_and_range():
     for name, (changes, _) in levers.LEVERS.items():
         flags = levers.set_flags(changes)
         assert recipes.parse_overrides(flags[1::2]) == changes, name
-    refused = _run("compare_recipes.py", "--set", "finetune_share=0.3", "--recipes", "reference", "--out", "unused")
-    assert refused.returncode != 0 and "--set" in refused.stderr and not (BENCHMARKS.parent / "unused").exists()
+    said = refused(compare_recipes.main, ["--set", "finetune_share=0.3", "--recipes", "reference", "--out", "unused"], capsys)
+    assert "--set" in said and not (BENCHMARKS.parent / "unused").exists()
 
 
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_slices():

@@ -1,5 +1,6 @@
 """Training's callbacks, one call at a time (no training beyond a few steps): counters put back on resume,
-a crash while saving keeps the previous best, an unwritable run folder fails early, and the averaged
+a crash while saving keeps the previous best, a full disk or a truncated file is named, model.fit run
+again adds no duplicate epochs, an unwritable run folder fails early, and the averaged
 weights (Adam's moving average) are swapped in and out as 03_train teaches."""
 
 import inspect
@@ -48,9 +49,56 @@ def test_crash_while_saving_keeps_the_previous_best(tmp_path):
         checkpoint.on_epoch_end(1, {"val_loss": 0.4})
     assert (tmp_path / "best.keras").read_bytes() == before
     assert json.loads((tmp_path / "best.json").read_text())["val_loss"] == 0.5
+    assert not list(tmp_path.glob("*.partial*"))  # the half-written file is gone
     helpers.load_model_safely(tmp_path / "best.keras")
     checkpoint.on_epoch_end(2, {"val_loss": 0.9})  # worse: nothing is written
     assert (tmp_path / "best.keras").read_bytes() == before
+
+
+def test_a_full_disk_names_the_file_and_the_room_a_snapshot_needs(tmp_path):
+    model = helpers.compile_unet(helpers.build_unet(base_filters=2), ema_momentum=0.99)
+    snapshot = tmp_path / "resume" / "epoch-0003.keras"
+    snapshot.parent.mkdir()
+
+    def crash(path, *args, **kwargs):
+        Path(path).write_bytes(b"half a zip")
+        raise OSError(28, "No space left on device")
+
+    model.save = crash
+    megabytes = model.count_params() * 16 / 1e6  # weights, Adam's two moments and the average, in float32
+    with pytest.raises(OSError, match=rf"epoch-0003.keras could not be written \(No space left on device\): "
+                                      rf"it needs about {megabytes:.0f} MB free in .*resume"):
+        helpers.save_model_atomically(model, snapshot)
+    assert not list(snapshot.parent.iterdir())  # no epoch-0003.partial.keras left behind
+
+
+def test_a_truncated_snapshot_is_called_damaged_with_the_way_on(tmp_path):
+    model = helpers.compile_unet(helpers.build_unet(base_filters=2))
+    (tmp_path / "resume").mkdir()
+    snapshot = helpers.save_model_atomically(model, tmp_path / "resume" / "epoch-0002.keras")
+    whole = snapshot.read_bytes()
+    snapshot.write_bytes(whole[:len(whole) // 2])  # what a full disk or a cut Drive sync leaves
+    with pytest.raises(ValueError, match=r"epoch-0002.keras is damaged \(not a whole .keras file.*delete the "
+                                         r"folder .*resume to start training over \(best.keras is kept\)"):
+        helpers.load_model_safely(snapshot)
+    best = tmp_path / "best.keras"
+    best.write_bytes(whole[:100])
+    with pytest.raises(ValueError, match="best.keras is damaged .*new SALT_RUN_DIR"):
+        helpers.load_model_safely(best)
+
+
+def test_model_fit_run_again_with_a_stale_initial_epoch_adds_no_epochs(tmp_path):
+    """03_train: running only the model.fit cell again after the stage trained must not append duplicates."""
+    config = helpers.TrainingConfig(setting="test", epochs=2, base_filters=2, batch_size=4)
+    data = helpers.make_synthetic_dataset(8, seed=0)
+    x, y = helpers.to_network_input(data.images), helpers.to_network_target(data.masks)
+    model = helpers.compile_unet(helpers.build_unet(base_filters=2, depth=2), ema_momentum=config.ema_momentum)
+    callbacks = helpers.make_callbacks(config, tmp_path)
+    model.fit(x, y, validation_data=(x, y), epochs=2, batch_size=4, verbose=0, callbacks=callbacks)
+    with pytest.raises(RuntimeError, match="epoch 1 is trained already .2 epochs are in history.csv"):
+        model.fit(x, y, validation_data=(x, y), epochs=2, initial_epoch=0, batch_size=4, verbose=0,
+                  callbacks=callbacks)
+    assert list(helpers.training_history(tmp_path)["epoch"]) == [1, 2]
 
 
 def test_unwritable_run_folder_fails_early_with_what_to_fix(tmp_path, monkeypatch):

@@ -351,3 +351,15 @@ def test_gpu_training_record_is_committed_and_complete():
     assert record["setting"] == "full" and record["backend"] == "jax"
     assert [stage["stage"] for stage in record["stages"]] == [1, 2]
     assert 0 < record["val_score_at_0.5"] <= record["val_score_postprocessed"] <= 1
+
+
+def test_the_submission_memory_record_is_what_the_benchmark_readme_reports():
+    """write_submission for 1,500 and 18,000 test slices (benchmarks/submission_memory.py), each in its own process."""
+    record = json.loads((RESULTS / "submission-memory-cpu.json").read_text())
+    runs = {run["slices"]: run for run in record["runs"]}
+    assert sorted(runs) == [1500, 18000] and all(run["rows"] == run["slices"] for run in runs.values())
+    all_at_once = 18000 * 101 * 101 * 4 / 1e6  # MB of float32 probabilities, had the slices been held together
+    assert runs[18000]["peak_growth_mb"] < all_at_once / 4
+    readme = (BENCHMARKS / "README.md").read_text()
+    assert (f"+{runs[18000]['peak_growth_mb']:.0f} MB of peak memory for 18,000 slices, "
+            f"+{runs[1500]['peak_growth_mb']:.0f} MB for 1,500") in readme
