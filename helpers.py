@@ -233,7 +233,7 @@ class TrainingConfig:
               f"in [0, 1), learning rates and time_budget_min above 0, precision one of {', '.join(PRECISIONS)}")
 
     def checks(self) -> dict[str, bool]:
-        """Each checked field -> whether its value is in range (a subclass adds its own fields' checks)."""
+        """Each checked field -> whether its value is in range."""
         return {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
                 "steps_per_epoch": self.steps_per_epoch is None or self.steps_per_epoch >= 1,
                 "time_budget_min": self.time_budget_min is None or self.time_budget_min > 0,
