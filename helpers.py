@@ -1186,7 +1186,7 @@ FINETUNE_DIR = "lovasz"
 
 
 # 03_train, *Stage 2: the Lovász hinge*
-def train_stage_two(config: TrainingConfig, run_dir, arrays, verbose=2, extra_callbacks=(), finetune=None,
+def train_stage_two(config: TrainingConfig, run_dir, arrays, verbose=2, extra_callbacks=(), finetune=finetune_model,
                     new_feed=TrainFeed):
     """Stage 2 (when ``config.finetune_epochs`` > 0): stage 1's best.keras fine-tuned with the Lovász hinge.
 
@@ -1202,7 +1202,6 @@ def train_stage_two(config: TrainingConfig, run_dir, arrays, verbose=2, extra_ca
     budget = config.time_budget_min
     spent_min = load_run_state(run_dir)["train_seconds"] / 60
     second = finetune_config(config, time_budget_min=max(budget - spent_min, 1e-3) if budget else None)
-    finetune = finetune or finetune_model
     train_stage(second, run_dir / FINETUNE_DIR, lambda: finetune(run_dir / "best.keras", second),
                 arrays, verbose, extra_callbacks, new_feed=new_feed)
 
@@ -1268,7 +1267,7 @@ def dtype_policy(name):
 
 # The two stages in one call (benchmarks/train_full.py, the benchmark, the tests)
 def train_unet(config: TrainingConfig, train: SaltData, val: SaltData, run_dir, verbose=2, extra_callbacks=(),
-               new_model=new_unet, finetune=None, new_feed=TrainFeed):
+               new_model=new_unet, finetune=finetune_model, new_feed=TrainFeed):
     """Train (or resume) the series' two stages into ``run_dir``; return :func:`training_history`.
 
     Stage 1 is ``new_model(config)`` (:func:`new_unet`) trained into ``run_dir``, as 03_train's
