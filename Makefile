@@ -16,7 +16,7 @@ export SALT_SETTING SALT_RUN_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: run test test-fast test-colab test-jax test-mixed-precision test-backends lab notebooks clean-venv
+.PHONY: run test test-fast test-colab test-jax test-mixed-precision test-backends lab pack notebooks clean-venv
 
 $(STAMP): requirements.txt
 	$(call venv,$(VENV),requirements.txt)
@@ -105,6 +105,14 @@ test-backends: .venv-backends/.installed
 ## lab: open JupyterLab on the series
 lab: $(STAMP)
 	$(BIN)/jupyter lab
+
+## pack: one file with the labelled slices and the test images of SALT_DATA_DIR, for a class
+## (data/tgs-salt.npz; students set SALT_DATA_DIR to it). It is a copy of Kaggle's data: never commit it.
+PACKED := data/tgs-salt.npz
+pack: $(STAMP)
+	@test -n "$(SALT_DATA_DIR)" || { echo "Set SALT_DATA_DIR to the competition zip or folder, e.g. SALT_DATA_DIR=~/Downloads/tgs-salt-identification-challenge.zip make pack"; exit 1; }
+	$(BIN)/python -c "import helpers; d = helpers.load_salt_data(); print('wrote', helpers.pack_salt_data(d, '$(PACKED)', d.folder))"
+	@du -h $(PACKED)
 
 ## notebooks: refresh the committed notebooks' outputs from a real-data run in the class setting
 REAL_RUN_DIR := runs/class-real

@@ -11,6 +11,7 @@ only: no Keras.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -177,20 +178,32 @@ def load_tgs_folder(folder, limit=None) -> SaltData:
     return SaltData(ids, images, masks, z, source=f"the real TGS data (folder '{folder.name}')", folder=folder)
 
 
-def pack_salt_data(data: SaltData, path) -> Path:
+def pack_salt_data(data: SaltData, path, test_folder=None) -> Path:
     """Write ``data`` (ids, images, masks, depths) into one compressed .npz file, for a machine without the folder.
 
-    The file is a copy of the data set: keep it out of the repository
-    (``.device/`` is ignored for that).
+    With ``test_folder`` (a Kaggle-layout folder), its ``test/images`` go in
+    too (``test_ids``, ``test_images``), so a submission can be made from the
+    file alone. The file is a copy of the data set: keep it out of the
+    repository (``.device/`` is ignored for that). It is written under a
+    temporary name and renamed when whole.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, ids=data.ids, images=data.images, masks=data.masks, depths=data.depths)
+    test_ids = list_test_ids(test_folder) if test_folder else []
+    test = dict(test_ids=np.array(test_ids, dtype=str),
+                test_images=load_test_images(test_folder, test_ids)) if test_ids else {}
+    temporary = path.with_name(path.stem + ".partial.npz")
+    np.savez_compressed(temporary, ids=data.ids, images=data.images, masks=data.masks, depths=data.depths, **test)
+    os.replace(temporary, path)
     return path
 
 
 def load_packed_salt_data(path, limit=None) -> SaltData:
-    """Read a file written by :func:`pack_salt_data` back into a SaltData (the first ``limit`` slices)."""
+    """Read a file written by :func:`pack_salt_data` back into a SaltData (the first ``limit`` slices).
+
+    Its ``folder`` is the file itself, where :func:`list_test_ids` and
+    :func:`load_test_images` find the test images when it holds them.
+    """
     path = Path(path)
     try:
         arrays = np.load(path)
@@ -202,12 +215,16 @@ def load_packed_salt_data(path, limit=None) -> SaltData:
                             f"got {images.dtype} {images.shape} and {masks.shape}")
     keep = slice(None) if limit is None else slice(limit)
     return SaltData(ids[keep].astype(str), images[keep], masks[keep].astype(bool), depths[keep],
-                    source=f"packed labelled data ({len(ids[keep])} slices)")
+                    source=f"packed labelled data ({len(ids[keep])} slices)", folder=path)
 
 
 def load_test_images(folder, ids):
-    """Read test slices ``<folder>/test/images/<id>.png`` as (len(ids), 101, 101) uint8."""
+    """Read test slices ``<folder>/test/images/<id>.png`` (or a packed file's) as (len(ids), 101, 101) uint8."""
     folder = Path(folder)
+    if folder.suffix == ".npz":
+        with np.load(folder) as arrays:
+            where = {sample_id: k for k, sample_id in enumerate(arrays["test_ids"].astype(str))}
+            return arrays["test_images"][[where[sample_id] for sample_id in ids]]
     out = np.empty((len(ids), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     for i, sample_id in enumerate(ids):
         path = folder / "test" / "images" / f"{sample_id}.png"
@@ -218,8 +235,12 @@ def load_test_images(folder, ids):
 
 
 def list_test_ids(folder) -> list[str]:
-    """The ids of ``<folder>/test/images/*.png``, sorted; empty when there is no test set."""
-    test_dir = Path(folder) / "test" / "images"
+    """The ids of ``<folder>/test/images/*.png`` (or a packed file's), sorted; empty when there is no test set."""
+    folder = Path(folder)
+    if folder.suffix == ".npz":
+        with np.load(folder) as arrays:
+            return sorted(arrays["test_ids"].astype(str)) if "test_ids" in arrays.files else []
+    test_dir = folder / "test" / "images"
     return sorted(p.stem for p in test_dir.glob("*.png")) if test_dir.is_dir() else []
 
 
@@ -273,7 +294,7 @@ def prepare_competition_zip(zip_path, cache_dir) -> Path:
 
 @dataclass
 class DataSource:
-    """Where the data comes from: ``kind`` is 'folder', 'zip', 'kaggle' or 'synthetic'."""
+    """Where the data comes from: ``kind`` is 'folder', 'zip', 'packed', 'kaggle' or 'synthetic'."""
 
     kind: str
     path: Path | None
@@ -283,7 +304,8 @@ class DataSource:
         if self.kind == "synthetic":
             return ("Data source: the SYNTHETIC stand-in (generated seismic-like slices, not real data). "
                     + self.reason + " " + REAL_DATA_HOWTO)
-        what = {"folder": "a Kaggle-layout folder", "zip": "the competition zip", "kaggle": "a Kaggle download"}
+        what = {"folder": "a Kaggle-layout folder", "zip": "the competition zip", "kaggle": "a Kaggle download",
+                "packed": "the packed copy"}
         name = f" '{self.path.name}'" if self.path else ""
         return f"Data source: the real TGS data, {what[self.kind]}{name} ({self.reason})"
 
@@ -340,11 +362,27 @@ def kaggle_credentials_present() -> bool:
         return False
 
 
+def drive_data_copy() -> Path | None:
+    """Where a Colab runtime keeps its packed copy of the downloaded data on Drive; None off Colab or Drive.
+
+    Colab gives each notebook a runtime of its own, and kagglehub's cache
+    lives in the runtime, so without this every notebook would download the
+    whole competition again. The first notebook that downloads packs the
+    labelled slices and the test images here (:func:`pack_salt_data`, about
+    200 MB); the others read it.
+    """
+    my_drive = Path(os.environ.get("SALT_COLAB_DRIVE", "/content/drive")) / "MyDrive"
+    if not (in_colab() and my_drive.is_dir()):
+        return None
+    return my_drive / "salt-unet" / "data" / "tgs-salt.npz"
+
+
 def resolve_data_source(data_dir=None, download=True) -> DataSource:
     """Decide where the data comes from.
 
-    In order: ``data_dir``; ``$SALT_DATA_DIR``; ``./data/tgs-salt``; a kagglehub
-    download when Kaggle credentials exist; else the synthetic stand-in. The
+    In order: ``data_dir``; ``$SALT_DATA_DIR``; ``./data/tgs-salt``; in
+    Colab, the copy an earlier notebook left on Drive (:func:`drive_data_copy`);
+    a kagglehub download when Kaggle credentials exist; else the synthetic stand-in. The
     value ``"synthetic"`` picks the stand-in on purpose. A folder or zip that
     was named but does not exist is an error, not a silent fallback.
     """
@@ -357,13 +395,19 @@ def resolve_data_source(data_dir=None, download=True) -> DataSource:
         path = Path(value).expanduser()
         if path.is_file() and path.suffix == ".zip":
             return DataSource("zip", path, reason)
+        if path.is_file() and path.suffix == ".npz":
+            return DataSource("packed", path, reason)
         if path.is_dir():
             return DataSource("folder", path, reason)
         raise SaltDataError(f"{path}: data folder not found ({reason}); point it at a Kaggle-layout "
-                            f"folder (train.csv, train/images, train/masks) or the competition zip")
+                            f"folder (train.csv, train/images, train/masks), the competition zip or a "
+                            f"file of `make pack`")
     default = Path("data") / "tgs-salt"
     if (default / "train.csv").is_file():
         return DataSource("folder", default, "found at the default place")
+    copy = drive_data_copy()
+    if copy is not None and copy.is_file():
+        return DataSource("packed", copy, "downloaded from Kaggle once by an earlier notebook and kept on Drive")
     if download and kaggle_credentials_present():
         return DataSource("kaggle", None, "Kaggle credentials found; downloading with kagglehub")
     return DataSource("synthetic", None, "No real data was found (no SALT_DATA_DIR, no ./data/tgs-salt, "
@@ -373,31 +417,57 @@ def resolve_data_source(data_dir=None, download=True) -> DataSource:
 def download_from_kaggle(cache_dir="data") -> Path:
     """Download the competition files with kagglehub and return a Kaggle-layout folder.
 
-    A failure says what to do, by its cause: accept the rules (403), check
-    the token (401), or, for anything else (no network, say), check the
-    connection or use a zip downloaded by hand or the synthetic stand-in.
+    A failure keeps kagglehub's own words and adds what to do, by its cause
+    (:func:`kaggle_failure_hint`).
     """
     import kagglehub
 
     try:
         path = Path(kagglehub.competition_download(COMPETITION))
     except Exception as error:
-        text = str(error)
-        if "403" in text:
-            hint = (" The competition rules have not been accepted: open "
-                    f"https://www.kaggle.com/c/{COMPETITION}/rules and accept them.")
-        elif "401" in text:
-            hint = " Kaggle did not accept the credentials: create a new API token and set KAGGLE_API_TOKEN to it."
-        else:
-            hint = (" Check the internet connection and run again; or download the competition zip from "
-                    f"https://www.kaggle.com/c/{COMPETITION}/data and set SALT_DATA_DIR to it; or set "
-                    "SALT_DATA_DIR=synthetic to run on the synthetic stand-in.")
-        raise SaltDataError(f"Kaggle download of {COMPETITION} failed: {type(error).__name__}.{hint}") from None
+        said = redact_secrets(" ".join(str(error).split()))[:600] or "no message"
+        raise SaltDataError(f"Kaggle download of {COMPETITION} failed: {type(error).__name__}: {said}\n"
+                            f"{kaggle_failure_hint(error)}") from None
     zips = sorted(path.glob("*.zip"))
     if not (path / "train.csv").is_file() and len(zips) == 1:
         return prepare_competition_zip(zips[0], cache_dir)
     extract_inner_zips(path)
     return path
+
+
+def redact_secrets(text) -> str:
+    """``text`` with anything that may be a credential replaced by ``***``.
+
+    The Kaggle keys in the environment, a ``key=``/``token=``/``Authorization:``
+    value, and any run of 24 or more letters and digits (an API token's shape).
+    """
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_KEY"):
+        secret = os.environ.get(name)
+        if secret:
+            text = text.replace(secret, "***")
+    text = re.sub(r"(?i)\b(key|token|api_token|password|authorization)([=:]\s*)(bearer\s+)?[^\s&,;'\"]+",
+                  r"\1\2***", text)
+    return re.sub(r"[A-Za-z0-9_\-]{24,}", "***", text)
+
+
+def kaggle_failure_hint(error) -> str:
+    """What to do about a failed Kaggle download, from the error's HTTP status or kind."""
+    text = str(error)
+    manual = (f"download the competition zip from https://www.kaggle.com/c/{COMPETITION}/data and set "
+              "SALT_DATA_DIR to it, or set SALT_DATA_DIR=synthetic to run on the synthetic stand-in")
+    if isinstance(error, OSError) and error.errno == 28:
+        return f"The disk is full: free about 1 GB where kagglehub caches (KAGGLEHUB_CACHE), or {manual}."
+    for code, hint in (("403", f"The competition rules have not been accepted: open "
+                               f"https://www.kaggle.com/c/{COMPETITION}/rules, accept them and run again."),
+                       ("401", "Kaggle did not accept the credentials: create a new API token and set "
+                               "KAGGLE_API_TOKEN to it."),
+                       ("404", f"Kaggle does not find the competition {COMPETITION} for this account."),
+                       ("429", "Kaggle is limiting requests: wait a few minutes and run again.")):
+        if code in text:
+            return hint
+    if any(f" {code}" in text or text.startswith(code) for code in ("500", "502", "503", "504")):
+        return f"Kaggle's servers failed: run again in a while, or {manual}."
+    return f"Check the internet connection and run again; or {manual}."
 
 
 def ricker_wavelet(points, width) -> np.ndarray:

@@ -18,8 +18,9 @@ go from a notebook's ``helpers.X`` to the cell that explains it and back.
    components), choosing those on validation, the Kaggle submission.
 
 The plumbing no notebook teaches (reading the Kaggle files and zips, Kaggle credentials and
-the download, the synthetic stand-in, the packed one-file copy) lives in ``data_sources.py``,
-and keeping TensorFlow's start-up lines out of the outputs in ``kernel_logs.py``; the names the
+the download, the synthetic stand-in, the packed one-file copy) lives in ``data_sources.py``, keeping a
+run folder safe (whole files, one training at a time, the data it was trained on) in
+``run_files.py``, and keeping TensorFlow's start-up lines out of the outputs in ``kernel_logs.py``; the names the
 notebooks use are re-exported here, so they only ever import ``helpers``. The
 benchmark's levers (other blocks, losses, augmentations) live in ``benchmarks/lever_models.py``.
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import math
 import os
@@ -45,11 +45,13 @@ import numpy as np
 import pandas as pd
 
 from kernel_logs import divert_native_logs_in_a_notebook, native_stderr_silenced  # noqa: F401
-from data_sources import (COMPETITION, IMAGE_SIZE, KAGGLE_SECRETS, REAL_DATA_HOWTO, SaltData,  # noqa: F401
+from data_sources import (COMPETITION, IMAGE_SIZE, KAGGLE_SECRETS, drive_data_copy, REAL_DATA_HOWTO, SaltData,  # noqa: F401
                           SaltDataError, download_from_kaggle, in_colab, kaggle_credentials_present, kaggle_secrets_from_colab,
                           list_test_ids, load_packed_salt_data, load_test_images, load_tgs_folder,
                           make_synthetic_dataset, pack_salt_data, prepare_competition_zip, read_ids_csv,
                           read_image_png, read_mask_png, resolve_data_source, ricker_wavelet, safe_extract_zip)
+from run_files import (RunFolderLock, atomic_write_text, check_trained_on, damaged, save_model_atomically,  # noqa: F401
+                       snapshot_every_min)
 
 
 # Every notebook's setup cell: importing helpers starts Keras with its log lines kept out of the outputs
@@ -166,22 +168,44 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 """The Keras dtype policies a run may train under: float32, or float16 / bfloat16 layers with float32 weights."""
 
 
-# 03_train, *Mixed precision, on a GPU only* (and the parameters cell of every notebook: SALT_PRECISION)
+# 03_train, *Mixed precision* (and the parameters cell of every notebook: SALT_PRECISION)
 def choose_precision(precision="auto", gpu=None) -> str:
     """The dtype policy a run trains under: one of :data:`PRECISIONS`.
 
-    ``precision`` is ``SALT_PRECISION``: ``"auto"`` (or None) picks
+    ``precision`` is ``SALT_PRECISION``. ``"auto"`` (or None) picks
     ``mixed_float16`` when ``gpu`` names a GPU (what :func:`check_environment`
-    found) and ``float32`` otherwise, since a CPU computes float16 slowly; any
-    of :data:`PRECISIONS` is taken as it is, so a user can rule mixed precision
-    out when a GPU run misbehaves, or force it to test the GPU path on a CPU.
+    found); on a CPU, ``mixed_bfloat16`` where TensorFlow computes it quicker
+    (:func:`cpu_computes_bfloat16_fast`), else ``float32``. Any of
+    :data:`PRECISIONS` is taken as it is, so a user can rule mixed precision
+    out when a run misbehaves, or force float16 to test the GPU path on a CPU.
     """
     choice = str(precision or "auto").strip().lower()
     if choice == "auto":
-        return "mixed_float16" if gpu else "float32"
+        if gpu:
+            return "mixed_float16"
+        return "mixed_bfloat16" if cpu_computes_bfloat16_fast() else "float32"
     if choice not in PRECISIONS:
         raise ValueError(f"SALT_PRECISION={precision!r} is not a precision; choose auto or one of {', '.join(PRECISIONS)}")
     return choice
+
+
+# 03_train, *Mixed precision*, through choose_precision
+def cpu_computes_bfloat16_fast(cpuinfo="/proc/cpuinfo") -> bool:
+    """Whether this CPU trains the UNet quicker in bfloat16: TensorFlow on a CPU with AVX-512 BF16 or AMX.
+
+    On such a CPU (recent AMD Zen and Intel Xeon) TensorFlow trains it about
+    1.3x quicker (benchmarks/results/speed-table-cpu.json); most laptops lack
+    the instructions (many Intel ones, Apple silicon) and would compute
+    bfloat16 slower than float32. JAX and PyTorch gained little there: False.
+    """
+    if keras.config.backend() != "tensorflow":
+        return False
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:  # not Linux: no way to tell, so no
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # 03_train, *The recipe* (every notebook builds one in its parameters cell)
@@ -247,6 +271,8 @@ SETTINGS = {
                  notes="The real recipe, for a GPU (Colab): up to 100 + 50 epochs, early stopping decides."),
     "class": dict(epochs=100, finetune_epochs=50, time_budget_min=55,
                   notes="A class without GPU: the same recipe, training stops after 55 minutes in all."),
+    "lesson": dict(epochs=100, finetune_epochs=50, time_budget_min=20,
+                   notes="Trained during a lesson on a laptop's CPU: the same recipe, 20 minutes in all."),
     "quick": dict(epochs=3, finetune_epochs=1, steps_per_epoch=8, batch_size=16, synthetic_count=800,
                   notes="A smoke test: a few short epochs, for make run / make test."),
 }
@@ -259,7 +285,7 @@ NO_GPU_BUDGET_MIN = SETTINGS["class"]["time_budget_min"]
 # Every notebook's parameters cell
 def training_config(setting="full", epochs=None, steps_per_epoch=None, time_budget_min=None,
                     gpu="not asked", precision="auto") -> TrainingConfig:
-    """The TrainingConfig for 'full' (GPU), 'class' (CPU, 55 min) or 'quick' (smoke test).
+    """The TrainingConfig for 'full' (GPU), 'class' (CPU, 55 min), 'lesson' (CPU, 20 min) or 'quick' (smoke test).
 
     ``epochs`` caps both stages and ``steps_per_epoch`` shortens the epochs.
     ``time_budget_min`` replaces the setting's time budget: minutes, or
@@ -316,33 +342,6 @@ def run_folder(run_dir=None, setting="full", use_drive=True) -> Path:
     return folder
 
 
-# 03_train, *Data and split*, and 04_evaluate, *The trained model and the validation split*
-def check_trained_on(run_dir, data: SaltData, record=False) -> None:
-    """Refuse a run folder whose model was trained on other data than ``data`` (with ``record``: note ``data``).
-
-    03_train records what it trains on in ``trained_on.json`` (the data's
-    source, its number of slices, a fingerprint of their ids); 03 run again
-    and 04 compare it with the data loaded now, so a model trained on the
-    synthetic stand-in is never scored on real slices unnoticed. A folder
-    from before that record gets a warning.
-    """
-    path = Path(run_dir) / "trained_on.json"
-    fingerprint = hashlib.sha256("\n".join(sorted(map(str, data.ids))).encode()).hexdigest()[:16]
-    now = {"source": data.source, "slices": len(data), "ids_sha256": fingerprint}
-    if path.is_file():
-        then = json.loads(path.read_text())
-        if (then["slices"], then["ids_sha256"]) != (now["slices"], now["ids_sha256"]):
-            raise SaltDataError(f"{run_dir} holds a model trained on {then['source']} ({then['slices']} slices), but "
-                                f"this run loaded {data.source} ({len(data)} slices). Set SALT_RUN_DIR to a new folder "
-                                f"for this data (or delete {run_dir} to train it again).")
-        return
-    if (Path(run_dir) / "best.keras").is_file():
-        print(f"Warning: {run_dir} holds a model that does not record its data (it was trained before the series "
-              f"did): make sure it was trained on {data.source}.")
-    if record:
-        _atomic_write_text(path, json.dumps(now))
-
-
 # 03_train, *Data and split*
 def ensure_run_dir(run_dir) -> Path:
     """Create the run folder if needed and prove it can be written, or say what to fix."""
@@ -379,17 +378,25 @@ def load_salt_data(data_dir=None, limit=None, synthetic_count=4000, seed=0, cach
     """Load the labelled data from wherever :func:`resolve_data_source` points, and say where.
 
     Returns a SaltData; its ``source`` says what was used and is printed, and
-    its ``folder`` is the Kaggle-layout folder actually read (None when synthetic).
+    its ``folder`` is the Kaggle-layout folder actually read (a packed copy:
+    the file; None when synthetic). In Colab, a Kaggle download is packed onto
+    Drive once for the other notebooks (:func:`drive_data_copy`).
     """
     source = resolve_data_source(data_dir)
     print(source.describe())
     if source.kind == "synthetic":
         return make_synthetic_dataset(synthetic_count if limit is None else min(limit, synthetic_count), seed=seed)
+    if source.kind == "packed":
+        return load_packed_salt_data(source.path, limit=limit)
     folder = source.path
     if source.kind == "zip":
         folder = prepare_competition_zip(source.path, cache_dir)
     elif source.kind == "kaggle":
         folder = download_from_kaggle(cache_dir)
+        copy = drive_data_copy()
+        if copy is not None:  # Colab: the next notebooks' runtimes read this instead of downloading again
+            print(f"Packed a copy for the other notebooks on Drive: {pack_salt_data(load_tgs_folder(folder), copy, folder)}")
+            return load_packed_salt_data(copy, limit=limit)
     return load_tgs_folder(folder, limit=limit)
 
 
@@ -535,13 +542,6 @@ def stratified_split(classes, val_fraction=0.2, seed=0) -> tuple[np.ndarray, np.
     return train, val
 
 
-def _atomic_write_text(path, text):
-    path = Path(path)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 # 01_explore_data, *A fair train/validation split*
 def save_split(run_dir, data: SaltData, train_index, val_index) -> Path:
     """Write ``split.csv`` (id, subset, coverage, coverage_class) and ``data_source.txt`` into the run folder."""
@@ -552,8 +552,8 @@ def save_split(run_dir, data: SaltData, train_index, val_index) -> Path:
     table = pd.DataFrame({"id": data.ids, "subset": subset, "coverage": cov.round(6),
                           "coverage_class": coverage_class(cov)})
     path = run_dir / "split.csv"
-    _atomic_write_text(path, table.to_csv(index=False))
-    _atomic_write_text(run_dir / "data_source.txt", data.source + "\n")
+    atomic_write_text(path, table.to_csv(index=False))
+    atomic_write_text(run_dir / "data_source.txt", data.source + "\n")
     return path
 
 
@@ -859,30 +859,6 @@ def load_run_state(run_dir) -> dict | None:
         raise ValueError(damaged(path, error)) from None
 
 
-# 03_train: every resume snapshot, through RunState
-def save_model_atomically(model, path, before_rename=None) -> Path:
-    """Save a .keras model to a temporary file, then rename it into place (``before_rename()`` runs between).
-
-    A crash during the save leaves the file that was there before intact. A
-    full disk leaves no half-written file behind: the error names the file
-    and about how much room it needs.
-    """
-    path = Path(path)
-    temporary = path.with_name(path.stem + ".partial.keras")
-    try:
-        model.save(temporary)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        needed = path.stat().st_size if path.is_file() else model.count_params() * 16  # weights, Adam's 2 moments, average
-        raise OSError(f"{path} could not be written ({error.strerror or error}): it needs about "
-                      f"{needed / 1e6:.0f} MB free in {path.parent}. Free some space and run again; training "
-                      f"resumes from the last epoch saved.") from None
-    if before_rename:
-        before_rename()
-    os.replace(temporary, path)
-    return path
-
-
 # 03_train, *Stage 1, in plain sight*, and 04_evaluate, *The trained model and the validation split*
 def load_model_safely(path):
     """Load a .keras model with Keras safe mode on, so no code stored in the file runs.
@@ -903,15 +879,6 @@ def load_model_safely(path):
                              f"similar). Only load files you trust, and only this series' own "
                              f"checkpoints here.") from None
         raise ValueError(f"{path}: not a loadable Keras model ({error})") from None
-
-
-# 03_train and 04_evaluate: what a damaged run file says, through load_model_safely and load_run_state
-def damaged(path, why) -> str:
-    """The message for a damaged run file: what is wrong, and the way on (a resume file: start the stage over)."""
-    path = Path(path)
-    if path.parent.name == "resume":
-        return f"{path} is damaged ({why}); delete the folder {path.parent} to start training over (best.keras is kept)."
-    return f"{path} is damaged ({why}); run 03_train.ipynb again into a new SALT_RUN_DIR, or restore it from a copy."
 
 
 # 03_train, *Stage 1, in plain sight*: the feed
@@ -955,7 +922,9 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
 
     Keras' ModelCheckpoint(save_best_only=True) writes in place; this one
     writes a temporary file and renames it, so a crash mid-save leaves the
-    previous best intact. ``best`` is the val_loss to beat (inf for a new run).
+    previous best intact. It saves the network and its weights without the
+    optimizer (a quarter of the size: no Adam moments, no average; what
+    resumes training is ``resume/``). ``best`` is the val_loss to beat (inf for a new run).
     """
 
     def __init__(self, path, best=np.inf):
@@ -967,7 +936,9 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         if current is None or not np.isfinite(current) or current >= self.best:
             return
         record = json.dumps({"val_loss": float(current), "epoch": epoch + 1})
-        save_model_atomically(self.model, self.path, lambda: _atomic_write_text(self.path.with_suffix(".json"), record))
+        network = keras.models.clone_model(self.model)  # the same layers and dtype policies, not compiled
+        network.set_weights(self.model.get_weights())
+        save_model_atomically(network, self.path, lambda: atomic_write_text(self.path.with_suffix(".json"), record))
         self.best = float(current)
 
 
@@ -1004,7 +975,11 @@ class RunState(keras.callbacks.Callback):
     checkpoint's val_loss, the time spent or the history: this callback saves
     them all (``state.json``) beside a snapshot of the model and optimizer,
     and on a resumed run's start puts the counters back. It reads the other
-    callbacks it is given, so it must come after them in the list.
+    callbacks it is given, so it must come after them in the list. While it
+    trains it holds the folder's :class:`RunFolderLock`, so a second run
+    there refuses. On Google Drive it snapshots every
+    :func:`snapshot_every_min` minutes, not every epoch (Drive keeps every
+    replaced file in its trash for 30 days).
     """
 
     def __init__(self, run_dir, plateau, early, checkpoint, budget, state=None):
@@ -1012,8 +987,13 @@ class RunState(keras.callbacks.Callback):
         self.run_dir, self.state = Path(run_dir), state or {}
         self.plateau, self.early, self.checkpoint, self.budget = plateau, early, checkpoint, budget
         self.history = list(self.state.get("history", []))
+        self.lock, self.every_s = RunFolderLock(self.run_dir), 60 * snapshot_every_min(self.run_dir)
+        self.snapshot_at_s = self.state.get("train_seconds", 0.0)
+        self.longest_epoch_s, self.epoch_started = 0.0, time.monotonic()
 
     def on_train_begin(self, logs=None):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
         if not self.state:
             return
         # the other callbacks reset themselves when training begins: put their counters back
@@ -1027,6 +1007,7 @@ class RunState(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(saved["learning_rate"])
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.monotonic()
         done = self.history[-1]["epoch"] if self.history else 0
         if epoch < done:  # model.fit run again with the initial_epoch of a stage that has trained on since
             raise RuntimeError(f"{self.run_dir}: epoch {epoch + 1} is trained already ({done} epochs are in "
@@ -1037,10 +1018,18 @@ class RunState(keras.callbacks.Callback):
         learning_rate = self._learning_rate()
         self.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                              "lr_next": learning_rate, "train_seconds": round(self.budget.spent_s, 1)})
-        self.save(epoch + 1, learning_rate, finished=False)
+        self.longest_epoch_s = max(self.longest_epoch_s, time.monotonic() - self.epoch_started)
+        self.lock.beat(self.longest_epoch_s)
+        last = self.model.stop_training or epoch + 1 >= self.params.get("epochs", math.inf)
+        if last or self.budget.spent_s - self.snapshot_at_s >= self.every_s:
+            self.save(epoch + 1, learning_rate, finished=False)
+            self.snapshot_at_s = self.budget.spent_s
 
     def on_train_end(self, logs=None):
-        self.save(self.history[-1]["epoch"] if self.history else 0, self._learning_rate(), finished=True)
+        try:
+            self.save(self.history[-1]["epoch"] if self.history else 0, self._learning_rate(), finished=True)
+        finally:
+            self.lock.release()
 
     def _learning_rate(self):
         return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -1060,8 +1049,8 @@ class RunState(keras.callbacks.Callback):
                       "best_epoch": self.early.best_epoch},
             "best_checkpoint": self.checkpoint.best, "history": self.history,
         }
-        _atomic_write_text(resume_dir / "state.json", json.dumps(record, indent=1))
-        _atomic_write_text(self.run_dir / "history.csv", pd.DataFrame(self.history).to_csv(index=False))
+        atomic_write_text(resume_dir / "state.json", json.dumps(record, indent=1))
+        atomic_write_text(self.run_dir / "history.csv", pd.DataFrame(self.history).to_csv(index=False))
         for old in resume_dir.glob("epoch-*.keras"):
             if old != snapshot:
                 old.unlink()

@@ -61,8 +61,10 @@ def colab(tmp_path_factory):
         environ = {k: v for k, v in os.environ.items() if not k.startswith("SALT_") and k != "PYTHONPATH"}
         environ.update(PYTHONPATH=str(STANDIN), SALT_REPO=f"file://{origin}", SALT_COLAB_DRIVE=str(content / "drive"),
                        COLAB_STANDIN_DRIVE=str(drive), COLAB_STANDIN_SECRETS=json.dumps(secrets or {}),
+                       COLAB_STANDIN_DOWNLOADS=str(content.parent / "downloads"),
                        SALT_DATA_DIR="synthetic", SALT_SETTING="quick", PYTHONUNBUFFERED="1")
         environ.update(env)
+        environ = {k: v for k, v in environ.items() if v is not None}  # None: unset
         process = subprocess.Popen([sys.executable, "-m", "papermill", "--no-progress-bar", "--kernel", "python3",
                                     "--cwd", str(content), str(source), str(out)],
                                    env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -126,8 +128,9 @@ def test_four_runtimes_share_the_run_folder_on_drive_and_training_resumes(colab)
     out2, _ = colab["run"]("02_build_unet.ipynb")
     assert "made it again" not in text_of(out2)  # it read notebook 1's split from Drive
 
-    # 03 is cut off mid-run (the runtime disconnects) after its first finished epoch ...
-    process, _ = colab["start"]("03_train.ipynb")
+    # 03 is cut off mid-run (the runtime disconnects) after its first finished epoch (on Drive a
+    # snapshot is taken every 10 minutes; here after every epoch, to cut it off between two) ...
+    process, _ = colab["start"]("03_train.ipynb", SALT_SNAPSHOT_EVERY_MIN="0")
     state = run_folder(colab) / "resume" / "state.json"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
@@ -141,7 +144,7 @@ def test_four_runtimes_share_the_run_folder_on_drive_and_training_resumes(colab)
     assert not done["finished"]
 
     # ... and run again in a new runtime, with nothing on its disk: it resumes from Drive
-    out3, _ = colab["run"]("03_train.ipynb")
+    out3, _ = colab["run"]("03_train.ipynb", SALT_SNAPSHOT_EVERY_MIN="0")
     assert f"Resuming from the end of epoch {done['epochs_done']}" in text_of(out3)
     history = (run_folder(colab) / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3  # header + the quick setting's three stage-1 epochs, none twice
@@ -150,6 +153,8 @@ def test_four_runtimes_share_the_run_folder_on_drive_and_training_resumes(colab)
     metrics = json.loads((run_folder(colab) / "metrics.json").read_text())
     assert 0.0 <= metrics["competition_score"] <= 1.0
     assert "No test images" in text_of(out4)
+    downloaded = sorted(p.name for p in (out4.parent / "downloads").iterdir())
+    assert downloaded == ["best.keras", "metrics.json"], downloaded  # stage 2's model; no submission here
 
 
 def test_without_drive_a_notebook_says_what_to_run_and_where_it_looked(colab):
@@ -169,3 +174,21 @@ def test_colab_secrets_reach_kagglehub(colab):
     out, log = colab["run"](path, secrets={"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": key}, SALT_DATA_DIR="")
     assert "kaggle source: kaggle" in text_of(out)
     assert key not in log and key not in out.read_text()
+
+
+def test_the_competition_is_downloaded_once_across_four_runtimes(colab, tmp_path):
+    """kagglehub caches a competition inside one runtime only: the first notebook packs it onto Drive."""
+    calls = tmp_path / "kaggle-calls.jsonl"
+    run_dir = colab["drive"] / "MyDrive" / "salt-unet" / "runs" / "quick-kaggle"
+    env = dict(SALT_DATA_DIR=None, SALT_RUN_DIR=str(run_dir), COLAB_STANDIN_KAGGLE_LOG=str(calls))
+    secrets = {"KAGGLE_API_TOKEN": "KGAT_0123456789abcdef0123456789abcdef"}
+    outputs = [colab["run"](notebook, secrets=secrets, **env)[0] for notebook in
+               ("01_explore_data.ipynb", "02_build_unet.ipynb", "03_train.ipynb", "04_evaluate.ipynb")]
+    assert len(calls.read_text().splitlines()) == 1, calls.read_text()
+    assert "Packed a copy for the other notebooks on Drive" in text_of(outputs[0])
+    for later in outputs[1:]:
+        assert "the packed copy 'tgs-salt.npz' (downloaded from Kaggle once by an earlier notebook" in text_of(later)
+    assert "wrote and checked submission.csv in the run folder: 40 rows" in text_of(outputs[3])  # test images packed too
+    assert "submission.csv" in {p.name for p in (outputs[3].parent / "downloads").iterdir()}
+    colab["run"]("01_explore_data.ipynb", secrets=secrets, **env)  # a rerun downloads nothing
+    assert len(calls.read_text().splitlines()) == 1

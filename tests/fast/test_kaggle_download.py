@@ -41,12 +41,19 @@ def _connection_error(text):
 
 
 @pytest.mark.parametrize("make_error, says", [
-    (lambda: RuntimeError(f"403 Client Error: Forbidden for url ...?key={FAKE_TOKEN}"), ["accept them", "/rules"]),
+    (lambda: RuntimeError(f"403 Client Error: Forbidden for url ...?key={FAKE_TOKEN}"),
+     ["403 Client Error: Forbidden", "accept them", "/rules"]),
     (lambda: RuntimeError(f"401 Client Error: Unauthorized ... token={FAKE_TOKEN}"),
      ["did not accept the credentials", "KAGGLE_API_TOKEN"]),
     (lambda: _connection_error(f"Max retries exceeded ... token={FAKE_TOKEN}"),
      ["ConnectionError", "internet connection", "SALT_DATA_DIR", "synthetic"]),
-], ids=["rules-not-accepted", "bad-token", "no-network"])
+    (lambda: RuntimeError("404 Client Error: Not Found for url https://www.kaggle.com/api/v1/competitions/x"),
+     ["404 Client Error: Not Found", "does not find the competition"]),
+    (lambda: RuntimeError(f"429 Client Error: Too Many Requests key={FAKE_TOKEN}"),
+     ["429 Client Error: Too Many Requests", "wait a few minutes"]),
+    (lambda: RuntimeError("503 Server Error: Service Unavailable"), ["503 Server Error", "servers failed"]),
+    (lambda: OSError(28, "No space left on device"), ["No space left on device", "disk is full"]),
+], ids=["rules-not-accepted", "bad-token", "no-network", "not-found", "rate-limited", "server-error", "disk-full"])
 def test_a_failed_download_says_what_to_do_and_never_echoes_the_key(monkeypatch, make_error, says):
     import kagglehub
 

@@ -65,13 +65,16 @@ def test_mixed_float16_trains_resumes_and_checkpoints_like_float32(tmp_path, dat
     assert np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
     x_val, y_val = helpers.to_network_input(val.images), helpers.to_network_target(val.masks)
     for stage_dir in (run, run / helpers.FINETUNE_DIR):
+        snapshot = helpers.load_model_safely(stage_dir / "resume" / helpers.load_run_state(stage_dir)["snapshot"])
+        assert np.isfinite(loss_scale(snapshot)) and loss_scale(snapshot) > 0, stage_dir
+        assert snapshot.optimizer.inner_optimizer.use_ema, stage_dir
         model = helpers.load_model_safely(stage_dir / "best.keras")
-        assert np.isfinite(loss_scale(model)) and loss_scale(model) > 0, stage_dir
         assert model.get_layer("down1_conv1").compute_dtype == "float16", stage_dir
         assert model.get_layer("down1_conv1").kernel.dtype == "float32", stage_dir  # float32 weights
         assert model.get_layer("salt").compute_dtype == "float32", stage_dir  # and a float32 head
         # the checkpoint is the model that was validated: the averaged weights, not the raw ones
-        assert model.optimizer.inner_optimizer.use_ema, stage_dir
+        loss = helpers.lovasz_hinge_loss if stage_dir.name == helpers.FINETUNE_DIR else helpers.bce_dice_loss
+        helpers.compile_unet(model, loss=loss)
         best = json.loads((stage_dir / "best.json").read_text())
         assert model.evaluate(x_val, y_val, verbose=0)[0] == pytest.approx(best["val_loss"], rel=1e-3), stage_dir
 

@@ -72,7 +72,7 @@ def test_the_index_lists_every_record_and_only_records_that_exist():
     for row in rows:
         assert row["path"].exists(), row["record"]
         assert row["pairs_with_path"] is None or row["pairs_with_path"].is_file(), row["pairs_with"]
-        assert row["what"] and row["machine"] in {"2-core CPU", "NVIDIA H200"} and row["backend"] in {"tensorflow", "jax"}
+        assert row["what"] and row["machine"] in {"2-core CPU", "NVIDIA H200"} and row["backend"] in {"tensorflow", "jax", "tensorflow+jax+torch"}
     for path in sorted(RESULTS.rglob("*")):
         if path.is_file() and path != INDEX:
             owners = [row["record"] for row in rows if path == row["path"] or row["path"] in path.parents]
@@ -363,3 +363,13 @@ def test_the_submission_memory_record_is_what_the_benchmark_readme_reports():
     readme = (BENCHMARKS / "README.md").read_text()
     assert (f"+{runs[18000]['peak_growth_mb']:.0f} MB of peak memory for 18,000 slices, "
             f"+{runs[1500]['peak_growth_mb']:.0f} MB for 1,500") in readme
+
+
+def test_the_speed_table_is_what_the_benchmark_readme_reports():
+    """The side-by-side speed table of the front page is the one speed_table.py prints from its record."""
+    import speed_table
+
+    record = json.loads((RESULTS / "speed-table-cpu.json").read_text())
+    assert {(r["backend"], r["precision"]) for r in record["rows"]} >= {
+        (b, p) for b in ("tensorflow", "jax", "torch") for p in ("float32", "mixed_bfloat16")}
+    assert speed_table.table(record) in (BENCHMARKS / "README.md").read_text()

@@ -1,3 +1,3 @@
 """A stand-in for Colab's ``google.colab`` package (see tests/colab/colab_standin/README.md)."""
 
-from . import drive, userdata  # noqa: F401
+from . import drive, files, userdata  # noqa: F401
