@@ -936,8 +936,7 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         if current is None or not np.isfinite(current) or current >= self.best:
             return
         record = json.dumps({"val_loss": float(current), "epoch": epoch + 1})
-        network = keras.models.clone_model(self.model)  # the same layers and dtype policies, not compiled
-        network.set_weights(self.model.get_weights())
+        network = keras.Model(self.model.input, self.model.output, name=self.model.name)  # its layers, uncompiled
         save_model_atomically(network, self.path, lambda: atomic_write_text(self.path.with_suffix(".json"), record))
         self.best = float(current)
 

@@ -45,15 +45,54 @@ def divert_native_logs_in_a_notebook():
     does not stop those lines: a notebook would show them in its cells'
     outputs (start-up notes, CUDA probes, data-pipeline notes). Python's own
     warnings and errors do not pass there in a kernel, so they still show.
-    The file is :data:`NATIVE_LOG`, in the temporary folder. Outside a kernel
-    nothing changes.
+    The file is :data:`NATIVE_LOG`, in the temporary folder; a kernel that
+    exits normally deletes it. A CUDA or cuDNN crash kills the kernel before
+    Python can say anything, so its message is only in that file: the next
+    kernel shows its last lines (:func:`report_a_crashed_kernel`). Outside a
+    kernel nothing changes.
     """
     global NATIVE_LOG
     if "ipykernel" not in sys.modules or NATIVE_LOG is not None:
         return
+    import atexit
     import tempfile
 
-    NATIVE_LOG = Path(tempfile.gettempdir()) / f"salt-unet-native-{os.getpid()}.log"
+    folder = Path(tempfile.gettempdir())
+    report = report_a_crashed_kernel(folder)
+    if report:
+        print(report)
+    NATIVE_LOG = folder / f"salt-unet-native-{os.getpid()}.log"
     handle = os.open(NATIVE_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(handle, 2)
     os.close(handle)
+    atexit.register(NATIVE_LOG.unlink, missing_ok=True)
+
+
+def report_a_crashed_kernel(folder, lines=15) -> str:
+    """The last ``lines`` of the native log a kernel of the series left in ``folder`` when it died, or "".
+
+    A kernel that exits normally deletes its log; a log whose process has
+    ended is a kernel that crashed or was killed. Each such log is reported
+    (when it holds anything) and deleted, so it is shown once.
+    """
+    reports = []
+    for log in sorted(Path(folder).glob("salt-unet-native-*.log"), key=lambda p: p.stat().st_mtime):
+        pid = log.stem.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        tail = log.read_text(errors="replace").strip().splitlines()[-lines:]
+        log.unlink(missing_ok=True)
+        if tail:
+            reports.append(f"An earlier kernel of this series (process {pid}) died; the last lines its compiled "
+                           f"libraries wrote (a CUDA or cuDNN error shows here):\n" + "\n".join(tail))
+    return "\n\n".join(reports)
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

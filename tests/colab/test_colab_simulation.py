@@ -121,6 +121,18 @@ def test_setup_cell_runs_twice_and_after_a_restart(colab, tmp_path):
     colab["run"](path, content=content, SALT_REPO="file:///nowhere/a-second-clone-would-fail")
 
 
+def test_a_failed_clone_shows_gits_own_words(colab, tmp_path):
+    """Colab hides a command's terminal output: the setup cell prints it when the command fails."""
+    first = nbformat.read(ROOT / "01_explore_data.ipynb", as_version=4)
+    path = tmp_path / "setup_only.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(first.cells[2].source)],
+                                            metadata=first.metadata), path)
+    out, log = colab["run"](path, expect_failure=True, SALT_REPO="file:///nowhere/no-such-repository")
+    printed = text_of(out)
+    assert "fatal:" in printed and "no-such-repository" in printed, printed[-2000:]
+    assert "git clone --depth=1 file:///nowhere/no-such-repository salt-unet` failed (exit 128)" in printed
+
+
 def test_four_runtimes_share_the_run_folder_on_drive_and_training_resumes(colab):
     out1, _ = colab["run"]("01_explore_data.ipynb")
     assert (run_folder(colab) / "split.csv").is_file()
@@ -179,8 +191,7 @@ def test_colab_secrets_reach_kagglehub(colab):
 def test_the_competition_is_downloaded_once_across_four_runtimes(colab, tmp_path):
     """kagglehub caches a competition inside one runtime only: the first notebook packs it onto Drive."""
     calls = tmp_path / "kaggle-calls.jsonl"
-    run_dir = colab["drive"] / "MyDrive" / "salt-unet" / "runs" / "quick-kaggle"
-    env = dict(SALT_DATA_DIR=None, SALT_RUN_DIR=str(run_dir), COLAB_STANDIN_KAGGLE_LOG=str(calls))
+    env = dict(SALT_DATA_DIR=None, SALT_RUN_DIR="runs/quick-kaggle", COLAB_STANDIN_KAGGLE_LOG=str(calls))  # on Drive
     secrets = {"KAGGLE_API_TOKEN": "KGAT_0123456789abcdef0123456789abcdef"}
     outputs = [colab["run"](notebook, secrets=secrets, **env)[0] for notebook in
                ("01_explore_data.ipynb", "02_build_unet.ipynb", "03_train.ipynb", "04_evaluate.ipynb")]

@@ -1,4 +1,5 @@
-"""The Colab badges and the setup cells' clone name one repository, and a fork can rename them all."""
+"""What Colab reads from the notebooks: the badges and the setup cells' clone name one repository (a
+fork renames them all with tools/set_repository.py), only 03 asks for a GPU, the parameters are a form."""
 
 import shutil
 import sys
@@ -35,3 +36,16 @@ def test_a_wrong_name_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="owner/name"):
         set_repository.set_repository("not a repo", root=tmp_path)
+
+
+def test_only_03_asks_colab_for_a_gpu_and_every_parameters_cell_is_a_form():
+    import nbformat
+
+    for name in set_repository.NOTEBOOKS:
+        notebook = nbformat.read(ROOT / name, as_version=4)
+        wants_gpu = notebook.metadata.get("accelerator") == "GPU"
+        assert wants_gpu == (name == "03_train.ipynb"), name  # free-tier GPU time is for training
+        [parameters] = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+        fields = [line for line in parameters.source.splitlines() if "#@param" in line and not line.startswith("#")]
+        assert fields and all(line.split("=", 1)[1].split("#@param")[0].strip()[0] in "\"T" for line in fields), name
+        assert "papermill" in parameters.source and "environment variable" in parameters.source, name

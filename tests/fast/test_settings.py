@@ -1,4 +1,4 @@
-"""The settings (quick, class, full) and their overrides: every value is checked, and a wrong one is
+"""The settings (quick, lesson, class, full) and their overrides: every value is checked, and a wrong one is
 named with what it may be; the full setting on a machine without a GPU gets the class budget."""
 
 import re
@@ -53,3 +53,28 @@ def test_full_setting_without_a_gpu_gets_the_class_budget(capsys):
     assert helpers.training_config("full", gpu=None, time_budget_min="30").time_budget_min == 30
     assert helpers.training_config("class", gpu=None).time_budget_min == 55
     assert capsys.readouterr().out == ""  # said only when the cap is applied
+
+
+def test_the_lesson_setting_is_the_class_recipe_in_20_minutes():
+    lesson, course = helpers.training_config("lesson"), helpers.training_config("class")
+    assert lesson.time_budget_min == 20 and helpers.stage_one_config(lesson).time_budget_min == 10
+    assert replace(lesson, setting="class", time_budget_min=55, notes=course.notes) == course
+
+
+@pytest.mark.parametrize("flags, backend, expect", [
+    ("fpu sse2 avx2 avx512f avx512_bf16", "tensorflow", "mixed_bfloat16"),  # recent AMD Zen, Intel Xeon
+    ("fpu sse2 avx2 amx_bf16 amx_tile", "tensorflow", "mixed_bfloat16"),
+    ("fpu sse2 avx2 avx512f", "tensorflow", "float32"),  # AVX-512 without bfloat16: slower in bfloat16
+    ("fpu sse2 avx2 avx512f avx512_bf16", "jax", "float32"),  # 1.06x on JAX here: not worth it
+    (None, "tensorflow", "float32"),  # no /proc/cpuinfo (macOS, Windows): no way to tell
+], ids=["avx512-bf16", "amx", "avx512-only", "jax", "not-linux"])
+def test_auto_picks_bfloat16_only_on_a_cpu_that_computes_it_fast(tmp_path, monkeypatch, flags, backend, expect):
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags:
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(helpers.keras.config, "backend", lambda: backend)
+    real = helpers.cpu_computes_bfloat16_fast
+    monkeypatch.setattr(helpers, "cpu_computes_bfloat16_fast", lambda: real(cpuinfo))
+    assert helpers.choose_precision("auto", gpu=None) == expect
+    assert helpers.choose_precision("auto", gpu="Tesla T4") == "mixed_float16"
+    assert helpers.choose_precision("float32", gpu=None) == "float32"

@@ -40,7 +40,7 @@ def test_crash_while_saving_keeps_the_previous_best(tmp_path, monkeypatch):
     before = (tmp_path / "best.keras").read_bytes()
     assert json.loads((tmp_path / "best.json").read_text()) == {"val_loss": 0.5, "epoch": 1}
 
-    def crash(path, *args, **kwargs):
+    def crash(model, path, *args, **kwargs):
         Path(path).write_bytes(b"half a zip")
         raise OSError(28, "No space left on device")
 

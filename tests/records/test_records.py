@@ -373,3 +373,31 @@ def test_the_speed_table_is_what_the_benchmark_readme_reports():
     assert {(r["backend"], r["precision"]) for r in record["rows"]} >= {
         (b, p) for b in ("tensorflow", "jax", "torch") for p in ("float32", "mixed_bfloat16")}
     assert speed_table.table(record) in (BENCHMARKS / "README.md").read_text()
+
+
+def test_the_lesson_table_is_what_the_benchmark_pages_report():
+    """The lesson setting's splits, each paired with its 60-minute record, as lesson_table.py prints them."""
+    import lesson_table
+
+    rows = lesson_table.rows()
+    assert rows and all(r["lesson"]["budget_min"] == 20 and r["sixty"]["budget_min"] == 60 for r in rows)
+    assert all(sum(r["lesson"]["stage_epochs"]) == r["lesson"]["epochs"] for r in rows)
+    table = lesson_table.table()
+    assert table in (BENCHMARKS / "README.md").read_text() and table in (BENCHMARKS / "RECORD.md").read_text()
+
+
+def test_the_lesson_run_on_the_real_data_is_what_the_readme_reports():
+    """SALT_SETTING=lesson make run: its epochs, training minutes, notebook times and scores, as the README gives them."""
+    folder = RESULTS / "cpu-lesson-real"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    stages = [pd.read_csv(folder / f"history-stage{k}.csv") for k in (1, 2)]
+    seconds = dict(line.split() for line in (folder / "papermill-seconds.txt").read_text().splitlines())
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    assert metrics["setting"] == "lesson" and "real" in metrics["data"]
+    training_min = (stages[0]["train_seconds"].iloc[-1] + stages[1]["train_seconds"].iloc[-1]) / 60
+    assert training_min <= 20
+    epochs = f"{len(stages[0])} + {len(stages[1])} epochs"
+    assert f"| {float(seconds['03_train']) / 60:.1f} min ({training_min:.1f} of training: {epochs}) |" in readme
+    assert f"| {sum(map(float, seconds.values())) / 60:.1f} min |" in readme
+    scores = f"{metrics['at_threshold_0.5']['competition_score']:.3f} / {metrics['competition_score']:.3f}"
+    assert f"it scored {scores} on" in readme.replace("\n", " ")

@@ -40,7 +40,7 @@ def test_averaged_weights_are_validated_checkpointed_and_resumed_exactly(tmp_pat
     # The checkpoint is the model that was validated: the averaged weights, not the raw ones.
     best = json.loads((tmp_path / "whole" / "best.json").read_text())
     model = helpers.load_model_safely(tmp_path / "whole" / "best.keras")
-    assert model.optimizer is None  # the network and its weights only: a quarter of a resume snapshot
+    assert getattr(model, "optimizer", None) is None  # the network and its weights only: a quarter of a snapshot
     assert (tmp_path / "whole" / "best.keras").stat().st_size < 0.4 * max(
         p.stat().st_size for p in (tmp_path / "whole" / "resume").glob("epoch-*.keras"))
     helpers.compile_unet(model)
