@@ -136,8 +136,10 @@ def test_a_unet_with_the_empty_head_trains_both_stages_resumes_and_predicts(tmp_
     history = lm.train_lever_run(config, train, val, tmp_path, verbose=0)
     assert list(history["stage"]) == [1, 1, 2, 2]
     assert history["accuracy"].between(0, 1).all() and history["val_loss"].notna().all()
+    stage_two = tmp_path / helpers.FINETUNE_DIR
+    snapshot = helpers.load_model_safely(stage_two / "resume" / helpers.load_run_state(stage_two)["snapshot"])
+    assert snapshot.loss is lm.with_empty_head(helpers.lovasz_hinge_loss)  # best.keras holds the network only
     model = helpers.load_model_safely(helpers.final_checkpoint(tmp_path, config))
-    assert model.loss is lm.with_empty_head(helpers.lovasz_hinge_loss)
     probs = helpers.predict_salt(model, val.images)
     assert probs.shape == val.images.shape and 0 <= probs.min() <= probs.max() <= 1
 
