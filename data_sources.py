@@ -10,6 +10,7 @@ only: no Keras.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -222,9 +223,8 @@ def load_test_images(folder, ids):
     """Read test slices ``<folder>/test/images/<id>.png`` (or a packed file's) as (len(ids), 101, 101) uint8."""
     folder = Path(folder)
     if folder.suffix == ".npz":
-        with np.load(folder) as arrays:
-            where = {sample_id: k for k, sample_id in enumerate(arrays["test_ids"].astype(str))}
-            return arrays["test_images"][[where[sample_id] for sample_id in ids]]
+        where, images = _packed_test_images(folder.resolve(), folder.stat().st_mtime_ns)
+        return images[[where[sample_id] for sample_id in ids]]
     out = np.empty((len(ids), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     for i, sample_id in enumerate(ids):
         path = folder / "test" / "images" / f"{sample_id}.png"
@@ -232,6 +232,13 @@ def load_test_images(folder, ids):
         _check_size(image, path)
         out[i] = image
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _packed_test_images(path, mtime_ns):
+    """A packed file's test images, decompressed once (a submission reads them 1,000 at a time)."""
+    with np.load(path) as arrays:
+        return {sample_id: k for k, sample_id in enumerate(arrays["test_ids"].astype(str))}, arrays["test_images"]
 
 
 def list_test_ids(folder) -> list[str]:
@@ -362,6 +369,11 @@ def kaggle_credentials_present() -> bool:
         return False
 
 
+def colab_drive() -> Path:
+    """Where Colab mounts Google Drive: ``SALT_COLAB_DRIVE`` (a test points it elsewhere), else /content/drive."""
+    return Path(os.environ.get("SALT_COLAB_DRIVE", "/content/drive"))
+
+
 def drive_data_copy() -> Path | None:
     """Where a Colab runtime keeps its packed copy of the downloaded data on Drive; None off Colab or Drive.
 
@@ -371,7 +383,7 @@ def drive_data_copy() -> Path | None:
     labelled slices and the test images here (:func:`pack_salt_data`, about
     200 MB); the others read it.
     """
-    my_drive = Path(os.environ.get("SALT_COLAB_DRIVE", "/content/drive")) / "MyDrive"
+    my_drive = colab_drive() / "MyDrive"
     if not (in_colab() and my_drive.is_dir()):
         return None
     return my_drive / "salt-unet" / "data" / "tgs-salt.npz"

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from kernel_logs import divert_native_logs_in_a_notebook, native_stderr_silenced  # noqa: F401
-from data_sources import (COMPETITION, IMAGE_SIZE, KAGGLE_SECRETS, drive_data_copy, REAL_DATA_HOWTO, SaltData,  # noqa: F401
+from data_sources import (COMPETITION, IMAGE_SIZE, KAGGLE_SECRETS, colab_drive, drive_data_copy, REAL_DATA_HOWTO, SaltData,  # noqa: F401
                           SaltDataError, download_from_kaggle, in_colab, kaggle_credentials_present, kaggle_secrets_from_colab,
                           list_test_ids, load_packed_salt_data, load_test_images, load_tgs_folder,
                           make_synthetic_dataset, pack_salt_data, prepare_competition_zip, read_ids_csv,
@@ -317,7 +317,7 @@ def training_config(setting="full", epochs=None, steps_per_epoch=None, time_budg
     return replace(config, **changes)
 
 
-COLAB_DRIVE = Path(os.environ.get("SALT_COLAB_DRIVE", "/content/drive"))
+COLAB_DRIVE = colab_drive()
 """Where Colab mounts Google Drive (a test can point it elsewhere)."""
 
 

@@ -78,7 +78,7 @@ def report_a_crashed_kernel(folder, lines=15) -> str:
     reports = []
     for log in sorted(Path(folder).glob("salt-unet-native-*.log"), key=lambda p: p.stat().st_mtime):
         pid = log.stem.rsplit("-", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
             continue
         tail = log.read_text(errors="replace").strip().splitlines()[-lines:]
         log.unlink(missing_ok=True)
@@ -88,10 +88,11 @@ def report_a_crashed_kernel(folder, lines=15) -> str:
     return "\n\n".join(reports)
 
 
-def _alive(pid) -> bool:
+def process_alive(pid) -> bool:
+    """Whether a process ``pid`` runs on this machine (someone else's counts); False for a bad pid."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
         return False
     except PermissionError:
         return True

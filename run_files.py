@@ -24,7 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
-from data_sources import SaltDataError
+from data_sources import SaltDataError, colab_drive
+from kernel_logs import process_alive
 
 DRIVE_SNAPSHOT_EVERY_MIN = 10.0
 """On Google Drive, the resume snapshot is replaced at most this often (minutes of training)."""
@@ -97,8 +98,7 @@ def check_trained_on(run_dir, data, record=False) -> None:
 
 def on_google_drive(path) -> bool:
     """Whether ``path`` lies on Colab's Google Drive mount (``SALT_COLAB_DRIVE``, /content/drive by default)."""
-    drive = Path(os.environ.get("SALT_COLAB_DRIVE", "/content/drive")).resolve()
-    return Path(path).resolve().is_relative_to(drive)
+    return Path(path).resolve().is_relative_to(colab_drive().resolve())
 
 
 def snapshot_every_min(run_dir) -> float:
@@ -158,7 +158,7 @@ class RunFolderLock:
         if held and held.get("host") == self.owner["host"]:
             if held.get("pid") == self.owner["pid"]:
                 return "it is this process's own"
-            if not _process_alive(held.get("pid")):
+            if not process_alive(held.get("pid")):
                 return f"its process {held.get('pid')} has ended"
         if age > float((held or {}).get("stale_after_s", self.FIRST_EPOCH_S)):
             return f"it has been silent for {age / 60:.0f} min"
@@ -214,13 +214,3 @@ class RunFolderLock:
 
     def __exit__(self, *exc):
         self.release()
-
-
-def _process_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError):
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
