@@ -121,6 +121,7 @@ notebooks: $(STAMP)
 	@if [ -e $(REAL_RUN_DIR) ]; then mv $(REAL_RUN_DIR) $(REAL_RUN_DIR).$$(date +%Y%m%d-%H%M%S); fi
 	$(MAKE) run SALT_SETTING=class SALT_RUN_DIR=$(REAL_RUN_DIR)
 	cp $(addprefix $(REAL_RUN_DIR)/,$(NOTEBOOKS)) .
+	$(BIN)/python tools/hide_answers.py
 
 clean-venv:
 	rm -rf $(VENV) .venv-colab .venv-jax .venv-backends

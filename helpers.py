@@ -20,7 +20,8 @@ go from a notebook's ``helpers.X`` to the cell that explains it and back.
 The plumbing no notebook teaches (reading the Kaggle files and zips, Kaggle credentials and
 the download, the synthetic stand-in, the packed one-file copy) lives in ``data_sources.py``, keeping a
 run folder safe (whole files, one training at a time, the data it was trained on) in
-``run_files.py``, and keeping TensorFlow's start-up lines out of the outputs in ``kernel_logs.py``; the names the
+``run_files.py``, keeping TensorFlow's start-up lines out of the outputs in ``kernel_logs.py``, and drawing the
+UNet's diagram and the live training view in ``figures.py``; the names the
 notebooks use are re-exported here, so they only ever import ``helpers``. The
 benchmark's levers (other blocks, losses, augmentations) live in ``benchmarks/lever_models.py``.
 
@@ -60,6 +61,8 @@ divert_native_logs_in_a_notebook()
 with native_stderr_silenced():
     import keras  # noqa: E402  (with TensorFlow as its backend, this starts TensorFlow)
 from keras import layers, ops  # noqa: E402
+
+from figures import SALT_PREDICTED, SALT_TRUE, TrainingView, draw_salt, plot_unet  # noqa: E402,F401
 
 
 PADDED_SIZE = 112
@@ -696,47 +699,6 @@ def describe_model(model) -> list[tuple[str, str, int]]:
     return [(layer.name, type(layer).__name__, layer.count_params()) for layer in model.layers]
 
 
-# 02_build_unet, *The head*
-def plot_unet(model, input_size=PADDED_SIZE, ax=None):
-    """Draw the UNet's U from the model itself: each level's block as a box labelled H×W×filters.
-
-    ``model``: a UNet with the layer names of :func:`build_unet`; the filters
-    are read from its layers, the sizes follow from ``input_size`` (halved at
-    every level down). Down the left side the contracting
-    path, the bottleneck at the bottom, up the right side the expanding
-    path; dashed arrows are the skip connections. Returns the matplotlib axes.
-    """
-    import matplotlib.pyplot as plt
-
-    depth = sum(1 for layer in model.layers if layer.name.endswith("_pool"))
-    ax = ax or plt.subplots(figsize=(10, 5))[1]
-
-    def box(name, level, x, y, label):
-        size, channels = input_size // 2 ** level, model.get_layer(name).output.shape[-1]
-        ax.add_patch(plt.Rectangle((x - 0.4, y - 0.3), 0.8, 0.6, facecolor="tab:orange", alpha=0.35,
-                                   edgecolor="black"))
-        ax.text(x, y + 0.05, label, ha="center", fontsize=9, weight="bold")
-        ax.text(x, y - 0.18, f"{size}×{size}×{channels}", ha="center", fontsize=8)
-
-    for level in range(depth):
-        y = depth - level
-        box(f"down{level + 1}_relu2", level, level, y, f"down {level + 1}")
-        box(f"up{level + 1}_relu2", level, 2 * depth - level, y, f"up {level + 1}")
-        ax.annotate("", xy=(2 * depth - level - 0.42, y), xytext=(level + 0.42, y),
-                    arrowprops=dict(arrowstyle="->", linestyle="--", color="tab:blue"))
-        ax.annotate("", xy=(level + 0.75, y - 0.7), xytext=(level + 0.2, y - 0.32),
-                    arrowprops=dict(arrowstyle="->", color="gray"))
-        ax.annotate("", xy=(2 * depth - level - 0.2, y - 0.32), xytext=(2 * depth - level - 0.75, y - 0.7),
-                    arrowprops=dict(arrowstyle="->", color="gray"))
-    box("bottleneck_relu2", depth, depth, 0, "bottleneck")
-    ax.text(depth, depth + 0.15, "skip connections (concatenated)", ha="center", color="tab:blue", fontsize=9)
-    ax.text(0.6, 0.4, "max pool\n(halves H, W)", fontsize=8, color="gray")
-    ax.text(2 * depth - 1.4, 0.4, "transposed conv\n(doubles H, W)", fontsize=8, color="gray")
-    ax.set(xlim=(-0.7, 2 * depth + 0.7), ylim=(-0.6, depth + 0.5))
-    ax.axis("off")
-    return ax
-
-
 # ---------------------------------------------------------------------------
 # 3. Training (03_train): the recipe, losses, Adam, flips, callbacks, the two stages
 # ---------------------------------------------------------------------------
@@ -1077,9 +1039,9 @@ def make_callbacks(config: TrainingConfig, run_dir, state=None, extra=()):
     state = state or {}
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.plateau_factor,
                                                 patience=config.plateau_patience,
-                                                min_lr=config.min_learning_rate, verbose=1)
+                                                min_lr=config.min_learning_rate, verbose=0)
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stop_patience,
-                                          restore_best_weights=True, verbose=1)
+                                          restore_best_weights=True, verbose=0)
     best_so_far = state.get("best_checkpoint", np.inf)
     if (run_dir / "best.json").is_file():
         best_so_far = min(best_so_far, json.loads((run_dir / "best.json").read_text())["val_loss"])
@@ -1317,6 +1279,27 @@ def score_report(truth, pred) -> dict:
             "dice": float(dice_per_image(truth, pred).mean())}
 
 
+# 04_evaluate, *How sure are these numbers?* (and the benchmark's intervals)
+def bootstrap_interval(values, paired_with=None, seed=0, resamples=2000) -> tuple[float, float]:
+    """95% percentile-bootstrap interval (low, high) of the mean of ``values`` (one score per slice).
+
+    Each of ``resamples`` draws picks len(values) slices with replacement and takes the mean
+    score; the interval holds the middle 95% of those means. With ``paired_with`` (another
+    choice's scores on the same slices, in the same order) it is the interval of the mean
+    difference ``values - paired_with``: both are drawn on the same slices, so the slices'
+    difficulty, shared by both, cancels out. An interval that holds 0 is no evidence of a gain.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if paired_with is not None:
+        other = np.asarray(paired_with, dtype=np.float64)
+        if other.shape != values.shape:
+            raise ValueError(f"paired scores differ in shape: {values.shape} and {other.shape}")
+        values = values - other
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    low, high = np.percentile(values[draws].mean(axis=1), [2.5, 97.5])
+    return float(low), float(high)
+
+
 PIXEL_THRESHOLDS = np.round(np.arange(0.2, 0.81, 0.05), 3)
 """The pixel thresholds that 04_evaluate and :func:`tune_postprocessing` sweep."""
 
@@ -1420,20 +1403,25 @@ def tune_postprocessing(truth, probs, probs_flipped, sizes=(0, 10, 25, 50, 100, 
 
 
 # 04_evaluate, *The best and the worst cases*
+ERROR_COLOURS = {"salt found": (0.0, 0.45, 0.70), "false salt": (0.84, 0.37, 0.0), "salt missed": (0.94, 0.89, 0.26)}
+"""Okabe-Ito blue, vermillion and yellow: told apart with the common kinds of colour blindness too."""
+
+
+# 04_evaluate, *The best and the worst cases*
 def error_overlay(image, truth, pred) -> np.ndarray:
     """An RGB picture of one prediction's hits and misses over its slice.
 
     image: (H, W) uint8; truth, pred: (H, W) bool. Returns (H, W, 3) float in
-    [0, 1]: the slice in gray, true positives (salt found) tinted green, false
-    positives (salt predicted where there is none) red, false negatives (salt
-    missed) blue.
+    [0, 1]: the slice in gray, tinted where the prediction found salt (blue),
+    called salt where there is none (vermillion) and missed salt (yellow):
+    :data:`ERROR_COLOURS`, which the figure's legend uses.
     """
     gray = np.repeat((np.asarray(image, np.float32) / 255.0)[..., None], 3, axis=2)
-    colours = {(True, True): (0.1, 0.8, 0.1), (False, True): (0.9, 0.1, 0.1), (True, False): (0.1, 0.3, 0.95)}
+    cases = {"salt found": (True, True), "false salt": (False, True), "salt missed": (True, False)}
     out = gray.copy()
-    for (is_salt, predicted), colour in colours.items():
+    for name, (is_salt, predicted) in cases.items():
         where = (truth == is_salt) & (pred == predicted)
-        out[where] = 0.45 * gray[where] + 0.55 * np.array(colour)
+        out[where] = 0.45 * gray[where] + 0.55 * np.array(ERROR_COLOURS[name])
     return out
 
 

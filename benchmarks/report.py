@@ -8,28 +8,11 @@ results.md.
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
-import numpy as np
-
-BOOTSTRAP_RESAMPLES = 2000
-
-
-def bootstrap_interval(values, paired_with=None, seed=0, resamples=BOOTSTRAP_RESAMPLES):
-    """95% percentile-bootstrap interval (low, high) of the mean of ``values`` (one score per slice).
-
-    With ``paired_with`` (the other recipe's scores on the same slices, in the same order), the
-    interval is that of the mean difference ``values - paired_with``: each resample draws the same
-    slices for both recipes, so the slices' difficulty, shared by both, cancels out.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if paired_with is not None:
-        other = np.asarray(paired_with, dtype=np.float64)
-        if other.shape != values.shape:
-            raise ValueError(f"paired scores differ in shape: {values.shape} and {other.shape}")
-        values = values - other
-    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
-    low, high = np.percentile(values[draws].mean(axis=1), [2.5, 97.5])
-    return float(low), float(high)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import bootstrap_interval  # noqa: E402  (04_evaluate teaches it; the benchmark records its intervals)
 
 
 def paired_gain_text(gain, values, paired_with):

@@ -49,4 +49,4 @@ def test_every_function_of_helpers_is_reached_from_a_notebook_and_tagged_with_wh
 def test_the_notebooks_import_helpers_only():
     for notebook in NOTEBOOKS:
         code = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
-        assert not re.search(r"^\s*(import|from)\s+(data_sources|kernel_logs|lever_models|recipes)\b", code, re.M), notebook.name
+        assert not re.search(r"^\s*(import|from)\s+(data_sources|kernel_logs|run_files|figures|lever_models|recipes)\b", code, re.M), notebook.name

@@ -401,3 +401,25 @@ def test_the_lesson_run_on_the_real_data_is_what_the_readme_reports():
     assert f"| {sum(map(float, seconds.values())) / 60:.1f} min |" in readme
     scores = f"{metrics['at_threshold_0.5']['competition_score']:.3f} / {metrics['competition_score']:.3f}"
     assert f"scored {scores} on" in readme.replace("\n", " ")
+
+
+def notebook_output(name, marker):
+    """The printed text of the committed notebook ``name``'s code cell whose source holds ``marker``."""
+    cells = json.loads((BENCHMARKS.parent / name).read_text())["cells"]
+    cell = next(c for c in cells if c["cell_type"] == "code" and marker in "".join(c["source"]))
+    return "".join("".join(o.get("text", "")) for o in cell["outputs"] if o["output_type"] == "stream")
+
+
+def test_the_readme_reports_the_committed_notebooks_class_run():
+    """The README's class column and scores are those the committed notebooks print (make notebooks refreshes both)."""
+    metrics = json.loads(notebook_output("04_evaluate.ipynb", "metrics = {"))
+    assert metrics["setting"] == "class" and "real TGS data" in metrics["data"], metrics
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    scores = f"{metrics['at_threshold_0.5']['competition_score']:.3f} / {metrics['competition_score']:.3f}"
+    assert f"(threshold 0.5 / post-processed; the class run: {scores})" in readme
+    assert (f"The committed notebooks score {metrics['at_threshold_0.5']['competition_score']:.3f} on their "
+            f"validation split ({metrics['competition_score']:.3f} post-processed)") in readme
+    trained = notebook_output("03_train.ipynb", "training time")
+    epochs = " + ".join(line.split(": ")[1].split(" epoch")[0] for line in trained.splitlines() if line.startswith("stage "))
+    minutes = trained.split("training time ")[1].split(" min")[0]
+    assert f"({minutes} of training: {epochs} epochs)" in readme
