@@ -1,6 +1,6 @@
-"""Figures the notebooks draw with code that no notebook teaches: the UNet's diagram and the live training view.
+"""Figures the notebooks draw with code that no notebook teaches: the UNet's diagram, the salt outline, the live training view.
 
-``helpers`` re-exports both, so the notebooks only import ``helpers``. Colours are from the
+``helpers`` re-exports them (and the two outline colours), so the notebooks only import ``helpers``. Colours are from the
 Okabe-Ito palette, which readers with the common kinds of colour blindness can tell apart.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import time
 
+import keras
 import numpy as np
 import pandas as pd
 
@@ -83,18 +84,14 @@ def _notebook_display():
     return display if shell is not None and hasattr(shell, "kernel") else None
 
 
-def _callback_base():
-    import keras
-
-    return keras.callbacks.Callback
-
-
 # 03_train, *The view* (stage 1's callbacks, and stage 2's)
-class TrainingView(_callback_base()):
+class TrainingView(keras.callbacks.Callback):
     """A figure redrawn after every epoch: the losses, the learning rate and one validation slice's prediction.
 
     ``image``: one (H, W) uint8 validation slice; ``mask``: its (H, W) bool truth; ``predict``:
-    images -> probabilities (``helpers.predict_salt``). In a notebook (JupyterLab, Colab, a
+    ``predict(model, images)`` -> probabilities (``helpers.predict_salt``). The learning rate is read
+    from the epoch's logs, where ReduceLROnPlateau puts it: the view must come after it in the list
+    (``helpers.make_callbacks`` puts extra callbacks there). In a notebook (JupyterLab, Colab, a
     ``make run`` through papermill) the figure replaces itself, so a saved notebook keeps the last
     one; outside a notebook nothing is drawn. When training ends it prints a short table of the
     epochs (the first, every few, each learning-rate cut, the best, the last) and what the view
@@ -150,7 +147,7 @@ class TrainingView(_callback_base()):
         for ax, picture, name in ((slice_ax, self.image, "validation slice"), (prob_ax, probability, "")):
             shown = ax.imshow(picture, cmap="gray" if ax is slice_ax else "viridis", vmin=0,
                               vmax=255 if ax is slice_ax else 1)
-            if self.mask.any():
+            if self.mask.any() and not self.mask.all():
                 ax.contour(self.mask, levels=[0.5], colors=SALT_TRUE, linewidths=1.2)
             ax.set_title(name or f"salt probability, epoch {int(table['epoch'].iloc[-1])}", fontsize=10)
             ax.axis("off")
@@ -169,9 +166,10 @@ class TrainingView(_callback_base()):
             return table
         cut = table["learning_rate"].shift(-1) < table["learning_rate"] * 0.999
         step = max(1, int(np.ceil(len(table) / self.table_rows)))
-        keep = (table.index % step == 0) | cut | (table.index == table["val_loss"].idxmin()) | (table.index == len(table) - 1)
+        best = table["val_loss"].idxmin() if table["val_loss"].notna().any() else None  # None: every epoch diverged
+        keep = (table.index % step == 0) | cut | (table.index == best) | (table.index == len(table) - 1)
         shown = table[keep].copy()
-        shown["note"] = np.where(shown.index == table["val_loss"].idxmin(), "best val_loss", "")
+        shown["note"] = np.where(shown.index == best, "best val_loss", "")
         shown.loc[cut[keep], "note"] = (shown["note"] + " rate cut next").str.strip()
         return shown.round({"loss": 4, "val_loss": 4, "minutes": 1})
 
@@ -184,6 +182,8 @@ class TrainingView(_callback_base()):
 
     def cost(self) -> str:
         """What the view cost: its mean redraw time against the mean epoch."""
+        if self._display is None:
+            return "The view drew nothing (no notebook)."
         draw, epoch = np.mean(self.seconds), np.mean(self.epoch_seconds)
         return (f"The view: {draw:.2f} s per redraw (at most {max(self.seconds):.2f} s), {draw / epoch:.1%} of a "
-                f"{epoch:.0f}-second epoch" if self._display is not None else "The view drew nothing (no notebook).")
+                f"{epoch:.0f}-second epoch")

@@ -1,8 +1,8 @@
-"""The benchmark's reporting: bootstrap intervals, and the measured recipes of a folder merged into a table.
+"""The benchmark's reporting: the measured recipes of a folder merged into a table, with their intervals.
 
 compare_recipes.py measures (trains, scores, times) and writes one ``<recipe>.json`` per recipe;
-this module computes the intervals it records and turns those records into results.json and
-results.md.
+the intervals it records are ``helpers.bootstrap_interval``'s (04_evaluate teaches it), and this
+module turns those records into results.json and results.md.
 """
 
 from __future__ import annotations
