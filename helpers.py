@@ -419,6 +419,13 @@ def coverage_class(cov) -> np.ndarray:
     return np.ceil(np.round(cov * 10, 9)).astype(int)
 
 
+# 01_explore_data, *Quirks of this data* (and 04_evaluate, *The best and the worst cases*)
+def straight_edged(masks) -> np.ndarray:
+    """(N, H, W) bool masks -> (N,) bool: True where every row is alike (salt edges straight down), neither empty nor full."""
+    masks = np.asarray(masks, bool)
+    return np.all(masks == masks[:, :1, :], axis=(1, 2)) & masks.any(axis=(1, 2)) & ~masks.all(axis=(1, 2))
+
+
 # 01_explore_data, *How Kaggle stores masks: run-length encoding*
 def rle_encode(mask) -> str:
     """Kaggle run-length encoding of a (H, W) mask: column-major, 1-indexed 'start length' pairs.
